@@ -1,0 +1,19 @@
+"Shared fixtures: the kit's root, the optional real-data excerpts, a throwaway cache."
+import os
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+REALDATA = Path(os.environ.get('INSCL_REALDATA', ROOT.parent/'shared'/'realdata'))
+
+@pytest.fixture
+def realdata():
+    "The real SuperNI/NLI excerpts beside the kit (CI has them, users do not): skip when absent."
+    if not REALDATA.is_dir(): pytest.skip(f'no real-data excerpts at {REALDATA}')
+    return REALDATA
+
+@pytest.fixture
+def tmp_cache(tmp_path, monkeypatch):
+    "Point the kit's cache at a fresh folder for this test."
+    monkeypatch.setenv('INSCL_CACHE', str(tmp_path/'cache'))
+    return tmp_path/'cache'
