@@ -14,7 +14,7 @@ SKIP = get_config(ROOT).tst_flags.split()  # 'slow notest'
 def test_notebook(nb):
     "The notebook's fast cells (what `nbdev-test` runs) pass."
     ok, secs = run_nb(nb, skip_flags=SKIP, basepath=ROOT)
-    assert ok, f'{nb.name} failed (details above); run `nbdev-test --path {nb.relative_to(ROOT)}`'
+    assert ok, f'{nb.name} failed (details above); run `nbdev-test {nb.relative_to(ROOT)}`'
 
 def _has_slow(nb):
     "Does the notebook have a cell flagged `#| slow`?"
@@ -28,4 +28,4 @@ SLOW = [p for p in NBS if _has_slow(p)]
 def test_notebook_slow_cells(nb):
     "The notebook with its `#| slow` cells too (they load real models or train)."
     ok, secs = run_nb(nb, skip_flags=['notest'], force_flags=['slow'], basepath=ROOT)
-    assert ok, f'{nb.name} failed with slow cells (details above); run `nbdev-test --path {nb.relative_to(ROOT)} --flags slow`'
+    assert ok, f'{nb.name} failed with slow cells (details above); run `nbdev-test {nb.relative_to(ROOT)} --flags slow`'
