@@ -1,5 +1,6 @@
 "The batch runner end to end on the smoke preset: stages run, results land atomically, a rerun resumes."
 import json, shutil
+import pandas as pd
 import pytest
 from inscl.batch import main
 from conftest import ROOT
@@ -26,13 +27,27 @@ def test_prepare_smoke_then_resume(kit, capsys):
     capsys.readouterr()
     assert main(['prepare', '--preset', 'smoke']) == 0
     txt = capsys.readouterr().out
-    assert txt.count('done before') == 3 and 'data: nli' in txt and ' ran ' in txt
+    assert txt.count('done before') == 6 and 'data: nli' in txt and ' ran ' in txt
 
-def test_all_plans_every_order(kit):
-    "The main job plans InsCL replay for every stage of every order; budgets sum to replay_per_task * stage."
-    assert main(['all', '--preset', 'smoke']) == 0
+def test_prepare_plans_every_order(kit):
+    "Preparation plans InsCL replay for every stage of every order; budgets sum to replay_per_task * stage."
+    assert main(['prepare', '--preset', 'smoke']) == 0
     for order in ['curriculum', 'random', 'difficult']:
         plan = json.loads((kit/'reports'/'runs'/'plans'/'smoke'/f'plan_{order}.json').read_text())
         assert [s['stage'] for s in plan['stages']] == list(range(16))
         for s in plan['stages']:
             assert sum(s['budget'].values()) == s['total'] == s['n_examples'] == 4*s['stage']
+
+def test_inscl_grid_summary_and_failures(kit, capsys, monkeypatch):
+    "A small grid runs, prints the final RG/AP table, saves it; a failing cell is reported and makes the exit code 1."
+    args = ['inscl', '--preset', 'smoke', '--orders', 'curriculum', '--methods', 'none', 'inscl']
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert 'final-stage Relative Gain and AP' in out and 'inscl grid: 2 runs' in out
+    summ = pd.read_csv(kit/'reports'/'runs'/'inscl'/'summary-smoke.csv')
+    assert summ.method.tolist() == ['inscl', 'none'] and (summ.n_stages == 16).all()
+    import inscl.continual as C
+    def boom(*a, **k): raise RuntimeError('boom')
+    monkeypatch.setattr(C, 'run_continual', boom)
+    assert main(['inscl', '--preset', 'smoke', '--orders', 'curriculum', '--methods', 'random']) == 1
+    assert "FAILED curriculum/random/s0: RuntimeError('boom')" in capsys.readouterr().out
