@@ -51,3 +51,15 @@ def test_inscl_grid_summary_and_failures(kit, capsys, monkeypatch):
     monkeypatch.setattr(C, 'run_continual', boom)
     assert main(['inscl', '--preset', 'smoke', '--orders', 'curriculum', '--methods', 'random']) == 1
     assert "FAILED curriculum/random/s0: RuntimeError('boom')" in capsys.readouterr().out
+
+def test_grid_jobs_match_serial(kit, monkeypatch):
+    "Two worker processes give the same numbers as the serial grid (seeded, CPU)."
+    from inscl.batch import inscl_grid
+    from inscl.presets import load_preset
+    p = load_preset('smoke')
+    a, _, fa = inscl_grid(p, ['curriculum'], ['none', 'random'], [0], out=kit/'serial')
+    shutil.copytree(kit/'serial'/'experts-smoke-s0', kit/'par'/'experts-smoke-s0')   # experts are cached, not retrained
+    b, _, fb = inscl_grid(p, ['curriculum'], ['none', 'random'], [0], out=kit/'par', jobs=2, threads=1)
+    assert fa == fb == []
+    key = ['run_id', 'stage', 'eval_task']
+    pd.testing.assert_frame_equal(a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True))
