@@ -1,0 +1,273 @@
+"In-context-learning distillation: the loss, calibration, the teacher cache, student training, runs, errors, memory."
+import copy
+import math
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+import inscl.distill as D
+from inscl.distill import (RESULT_COLUMNS, TeacherProbs, answer_kl, auc, calibrate, check_same_tokenizer, collate_last,
+                           distill_data, distill_loss, last_logits, load_tokenizer, measure_peak_memory, parse_method,
+                           run_distill, student_features, teacher_cache_path, teacher_probs, train_student)
+from inscl.files import load_json, load_table
+from inscl.icl import answer_probs, get_pattern
+from inscl.models import load_model
+from inscl.presets import load_preset
+from inscl.train import TrainConfig
+
+# ---------------------------------------------------------------- the loss on hand-computed distributions
+
+def _softmax(z, t=1.0):
+    e = np.exp(np.asarray(z, float) / t)
+    return e / e.sum(-1, keepdims=True)
+
+def test_loss_matches_manual_formula():
+    zs = np.array([[0.5, 0.2], [2.0, -1.0], [0.0, 1.0]])
+    zt = np.array([[1.0, 3.0], [0.0, 0.0], [-2.0, 0.5]])
+    y = np.array([1, 0, 0])
+    for alpha, tau in [(0.5, 2.0), (0.3, 1.0), (1.0, 4.0), (0.8, 0.5)]:
+        pt, ps = _softmax(zt, tau), _softmax(zs, tau)
+        kl = (pt * np.log(pt / ps)).sum(-1).mean()
+        ce = -np.log(_softmax(zs)[np.arange(3), y]).mean()
+        want = alpha * tau**2 * kl + (1 - alpha) * ce
+        got = distill_loss(torch.tensor(zs), torch.tensor(y), torch.tensor(zt), alpha, tau).item()
+        assert got == pytest.approx(want, rel=1e-6)
+    # one worked number: teacher p(Yes)=sigmoid(2/2), student sigmoid(-0.3/2) at tau=2; alpha=0.5, gold Yes
+    pt, ps = 1 / (1 + math.exp(-1.0)), 1 / (1 + math.exp(0.15))
+    kl = pt * math.log(pt / ps) + (1 - pt) * math.log((1 - pt) / (1 - ps))
+    ce = -math.log(1 / (1 + math.exp(0.3)))
+    assert distill_loss(torch.tensor([[0.5, 0.2]]), torch.tensor([1]), torch.tensor([[1.0, 3.0]]), 0.5, 2.0).item() == \
+        pytest.approx(0.5 * 4 * kl + 0.5 * ce, rel=1e-6)
+
+def test_alpha_zero_is_pbft_ce():
+    g = torch.Generator().manual_seed(0)
+    zs, zt, y = torch.randn(6, 2, generator=g), torch.randn(6, 2, generator=g), torch.tensor([0, 1, 1, 0, 1, 0])
+    ce = F.cross_entropy(zs, y).item()
+    assert distill_loss(zs, y, zt, alpha=0.0, tau=3.0).item() == pytest.approx(ce, rel=1e-6)
+    assert distill_loss(zs, y, None, alpha=0.0).item() == pytest.approx(ce, rel=1e-6)
+    # vocabulary logits: the CE reads the answer columns only
+    zv = torch.randn(6, 9, generator=g)
+    assert distill_loss(zv, y, torch.randn(6, 9, generator=g), 0.0, answer_ids=[7, 3]).item() == \
+        pytest.approx(F.cross_entropy(zv[:, [7, 3]], y).item(), rel=1e-6)
+
+def test_loss_errors():
+    z, y = torch.zeros(2, 2), torch.tensor([0, 1])
+    with pytest.raises(ValueError, match=r"alpha=0.5 needs teacher logits"): distill_loss(z, y, None, alpha=0.5)
+    with pytest.raises(ValueError, match=r"alpha=-0.1"): distill_loss(z, y, z, alpha=-0.1)
+    with pytest.raises(ValueError, match=r"tau=0"): distill_loss(z, y, z, tau=0)
+    with pytest.raises(ValueError, match=r"differ in shape"): distill_loss(z, y, torch.zeros(2, 3))
+
+def test_answer_kl():
+    zt, zs = np.array([[0.0, 1.0]]), np.array([[1.0, 0.0]])
+    pt, ps = _softmax(zt), _softmax(zs)
+    assert answer_kl(zt, zs) == pytest.approx(float((pt * np.log(pt / ps)).sum()), rel=1e-9)
+    assert answer_kl(zt, zt) == pytest.approx(0.0, abs=1e-12)
+
+# ---------------------------------------------------------------- calibration and AUC
+
+def test_calibration_hand_example():
+    p = np.array([[0.3, 0.7], [0.6, 0.4], [0.1, 0.9], [0.45, 0.45]])   # (No, Yes); the last is unnormalised
+    q = calibrate(p, [0.2, 0.8])                                         # the prompt says "Yes" 80% on "N/A"
+    assert q[0] == pytest.approx([1.5 / 2.375, 0.875 / 2.375])
+    assert q[1] == pytest.approx([3.0 / 3.5, 0.5 / 3.5])
+    assert q[3] == pytest.approx([0.8, 0.2])                             # a tie becomes the inverse prior
+    assert q.argmax(-1).tolist() == [0, 0, 1, 0]
+    assert calibrate(p, [[0.2, 0.8], [0.2, 0.8]]) == pytest.approx(q)
+    assert calibrate(p, [0.5, 0.5]) == pytest.approx(p / p.sum(-1, keepdims=True))  # a neutral prompt changes nothing
+
+def test_auc_and_calibration_invariance():
+    gold, s = [0, 0, 1, 1], [0.1, 0.6, 0.4, 0.9]
+    assert auc(gold, s) == pytest.approx(0.75)
+    assert math.isnan(auc([1, 1], [0.2, 0.3]))
+    p = np.stack([1 - np.array(s), s], 1)
+    assert auc(gold, calibrate(p, [0.3, 0.7])[:, 1]) == pytest.approx(0.75)
+
+# ---------------------------------------------------------------- methods and data
+
+def test_parse_method():
+    assert parse_method('icl') == ('icl', 'teacher') and parse_method('icl-student') == ('icl', 'student')
+    assert parse_method('pbft') == ('pbft', 'student')
+    with pytest.raises(ValueError, match=r"unknown method 'distil'; expected one of: icl, icl-teacher, icl-student, zero_shot, pbft, cd"):
+        parse_method('distil')
+
+def test_distill_data_seeded_disjoint_balanced():
+    p = load_preset('smoke')
+    a, b = distill_data(p, 4, 0), distill_data(p, 4, 1)
+    assert len(a['train']) == 64 and sum(r['gold'] for r in a['train']) == 32
+    assert not {r['id'] for r in a['demos']} & {r['id'] for r in a['train']}
+    assert [r['id'] for r in a['train']] != [r['id'] for r in b['train']]
+    assert [r['id'] for r in a['eval']] == [r['id'] for r in b['eval']]
+    assert {r['heuristic'] for r in a['ood']} == {'lexical_overlap', 'subsequence', 'constituent'}
+    with pytest.raises(ValueError, match=r"n_train=5000 student training rows requested"):
+        distill_data(p, 4, 0, n_train=5000)
+
+# ---------------------------------------------------------------- teacher cache and training on tiny-smoke
+
+@pytest.fixture(scope='module')
+def smoke_setup():
+    p = load_preset('smoke')
+    return p, distill_data(p, 4, 0)
+
+def test_teacher_cache_written_once_and_reused(smoke_setup, tmp_cache, monkeypatch):
+    p, data = smoke_setup
+    model, tok = load_model('tiny-smoke')
+    first = teacher_probs('tiny-smoke', data['train'], data['demos'], 'gpt-3', 0, model=model, tok=tok)
+    assert not first.cached and first.path.is_file() and first.path.parent == tmp_cache/'teacher'
+    assert first.path == teacher_cache_path('tiny-smoke', data['train'], data['demos'], 'gpt-3', 0)
+    assert not list(first.path.parent.glob('.*.tmp'))      # atomic: no leftovers
+    mtime = first.path.stat().st_mtime_ns
+    ref = answer_probs(model, tok, [get_pattern('gpt-3').format(r['premise'], r['hypothesis']) for r in data['train']],
+                       (' No', ' Yes'), prefix=get_pattern('gpt-3').prefix(data['demos']), use_cache=False)
+    np.testing.assert_allclose(first.logits, ref.logits, atol=1e-4)
+
+    def boom(*a, **k): raise AssertionError('the teacher ran although its probabilities are cached')
+    monkeypatch.setattr(D, 'answer_probs', boom)
+    monkeypatch.setattr(D, 'load_model', boom)
+    again = teacher_probs('tiny-smoke', data['train'], data['demos'], 'gpt-3', 0)
+    assert again.cached and again.path.stat().st_mtime_ns == mtime
+    np.testing.assert_array_equal(again.logits, first.logits)
+    assert again.ids == [r['id'] for r in data['train']]
+    # another data seed, pattern, k or training set is another key
+    keys = {teacher_cache_path('tiny-smoke', data['train'], data['demos'], 'gpt-3', 1),
+            teacher_cache_path('tiny-smoke', data['train'], data['demos'], 'minimal', 0),
+            teacher_cache_path('tiny-smoke', data['train'], data['demos'][:2], 'gpt-3', 0),
+            teacher_cache_path('tiny-smoke', data['train'][1:], data['demos'], 'gpt-3', 0)}
+    assert len(keys) == 4 and first.path not in keys
+
+def test_last_logits_match_answer_probs(smoke_setup):
+    p, data = smoke_setup
+    model, tok = load_model('tiny-smoke')
+    q = data['train'][:7]
+    b = collate_last(student_features(tok, q, 'gpt-3'), tok.pad_token_id)
+    assert b['input_ids'][b['attention_mask'] == 0].eq(tok.pad_token_id).all()     # right padding
+    with torch.no_grad(): z = last_logits(model, b)
+    ref = answer_probs(model, tok, [get_pattern('gpt-3').format(r['premise'], r['hypothesis']) for r in q], (' No', ' Yes'))
+    np.testing.assert_allclose(z[:, ref.answer_ids].numpy(), ref.logits, atol=1e-4)
+
+def test_cd_reduces_kl_to_teacher(smoke_setup, tmp_cache):
+    p, data = smoke_setup
+    teacher, ttok = load_model('tiny-smoke', seed=1)        # a teacher that differs from the student
+    tp = teacher_probs('tiny-smoke-seed1', data['train'], data['demos'], 'gpt-3', 0, model=teacher, tok=ttok)
+    student, stok = load_model('tiny-smoke')
+    prompts = [get_pattern('gpt-3').format(r['premise'], r['hypothesis']) for r in data['train']]
+    before = answer_kl(tp.logits, answer_probs(student, stok, prompts, (' No', ' Yes')).logits)
+    stats = train_student(student, stok, data['train'], TrainConfig(lr=3e-3, epochs=4, batch_size=8), teacher=tp, alpha=1.0, tau=2.0)
+    after = answer_kl(tp.logits, answer_probs(student, stok, prompts, (' No', ' Yes')).logits)
+    assert stats['steps'] == 32
+    assert after < before / 3, (before, after)
+
+def test_vocab_kl_trains_with_shared_tokenizer(smoke_setup, tmp_cache):
+    p, data = smoke_setup
+    teacher, tok = load_model('tiny-smoke', seed=1)
+    q = data['train'][:16]
+    tp = teacher_probs('tiny-smoke-seed1', q, data['demos'], 'gpt-3', 0, kl='vocab', model=teacher, tok=tok)
+    assert tp.vocab_logits.shape == (16, len(tok))
+    np.testing.assert_allclose(tp.vocab_logits[:, tp_ids(tok)], tp.logits, atol=1e-4)
+    student, _ = load_model('tiny-smoke')
+    stats = train_student(student, tok, q, TrainConfig(lr=1e-3, epochs=1, batch_size=8), teacher=tp, kl='vocab')
+    assert np.isfinite(stats['final_loss'])
+
+def tp_ids(tok):
+    from inscl.icl import answer_token_ids
+    return answer_token_ids(tok, (' No', ' Yes'))
+
+# ---------------------------------------------------------------- runs
+
+def test_run_distill_rows_and_resume(tmp_path, tmp_cache, monkeypatch):
+    out = tmp_path/'runs'
+    df = run_distill('cd', 'smoke', out_dir=out, memory=False, progress=False)
+    assert list(df.columns) == RESULT_COLUMNS
+    run = out/'smoke-cd-full-k4-gpt-3-s0'
+    assert (run/'results.csv').is_file() and (run/'predictions.csv').is_file()
+    info = load_json(run/'run.json')
+    assert info['finished'] and info['alpha'] == 0.5 and info['tau'] == 2.0 and info['n_train'] == 64
+    assert not info['teacher_cached'] and 'kl_train_after' in info
+    ev, ood = df[df.split == 'eval'], df[df.split == 'ood']
+    assert sorted(ev.label) == ['all', 'entailed', 'non-entailed'] and set(ev.heuristic) == {'all'}
+    assert len(ood) == 12
+    assert set(zip(ood.heuristic, ood.label)) == {(h, l) for h in ['all', 'lexical_overlap', 'subsequence', 'constituent']
+                                                  for l in ['all', 'entailed', 'non-entailed']}
+    # the per-label and per-heuristic rows add up to the 'all' rows
+    a = ood.set_index(['heuristic', 'label'])
+    assert a.loc[('all', 'all'), 'n'] == a.loc[('all', 'entailed'), 'n'] + a.loc[('all', 'non-entailed'), 'n'] == 32
+    assert a.loc[[(h, 'all') for h in ['lexical_overlap', 'subsequence', 'constituent']], 'n'].sum() == 32
+    acc = (a.loc[('all', 'entailed'), 'accuracy'] * a.loc[('all', 'entailed'), 'n']
+           + a.loc[('all', 'non-entailed'), 'accuracy'] * a.loc[('all', 'non-entailed'), 'n']) / 32
+    assert a.loc[('all', 'all'), 'accuracy'] == pytest.approx(acc)
+    assert a[a.index.get_level_values('label') != 'all'].auc.isna().all() and not np.isnan(a.loc[('all', 'all'), 'auc'])
+    preds = load_table(run/'predictions.csv')
+    assert len(preds) == 64 and (preds.query("split == 'ood'").correct.mean() == pytest.approx(a.loc[('all', 'all'), 'accuracy']))
+    assert (df.train_seconds > 0).all() and df.peak_mem_mb.isna().all() and set(df['mode']) == {'full'} and set(df.k) == {4}
+
+    # finished: not redone (neither the teacher nor the student runs)
+    def boom(*a, **k): raise AssertionError('a finished run was redone')
+    monkeypatch.setattr(D, 'train_student', boom)
+    monkeypatch.setattr(D, 'load_model', boom)
+    monkeypatch.setattr(D, 'distill_data', boom)
+    again = run_distill('cd', 'smoke', out_dir=out, memory=False, progress=False)
+    pd.testing.assert_frame_equal(again, df, check_dtype=False)
+
+def test_run_distill_other_methods(tmp_path, tmp_cache):
+    out = tmp_path/'runs'
+    rows = pd.concat([run_distill(m, 'smoke', out_dir=out, memory=False, progress=False, student_mode=mode)
+                      for m, mode in [('icl-teacher', None), ('zero_shot', None), ('pbft', 'lora')]], ignore_index=True)
+    ids = sorted(rows.run_id.unique())
+    assert ids == ['smoke-icl-teacher-k4-gpt-3-s0', 'smoke-pbft-lora-k0-gpt-3-s0', 'smoke-zero_shot-k0-gpt-3-s0']
+    assert set(rows.query("method != 'pbft'")['mode']) == {'-'} and set(rows.query("method != 'pbft'").train_seconds) == {0}
+    info = load_json(out/'smoke-pbft-lora-k0-gpt-3-s0'/'run.json')
+    assert info['train_config']['mode'] == 'lora' and info['n_trainable'] < info['model_info']['n_params']
+    # zero-shot and icl-student read the same student; ICL adds the 4 demonstrations
+    assert load_json(out/'smoke-icl-teacher-k4-gpt-3-s0'/'run.json')['demo_ids'] == [r['id'] for r in distill_data(load_preset('smoke'), 4, 0)['demos']]
+
+# ---------------------------------------------------------------- errors name the value
+
+def test_bad_input_errors(tmp_path):
+    out = tmp_path/'runs'
+    with pytest.raises(ValueError, match=r"unknown method 'kd'"): run_distill('kd', 'smoke', out_dir=out)
+    with pytest.raises(ValueError, match=r"unknown pattern 'gpt3'; expected one of: minimal, gpt-3, eval-harness"):
+        run_distill('cd', 'smoke', pattern='gpt3', out_dir=out)
+    with pytest.raises(ValueError, match=r"unknown student mode 'qlora'; expected one of: full, lora, bitfit"):
+        run_distill('pbft', 'smoke', student_mode='qlora', out_dir=out)
+    with pytest.raises(ValueError, match=r"unknown kl 'logits'; expected one of: answer, vocab"):
+        run_distill('cd', 'smoke', kl='logits', out_dir=out)
+    with pytest.raises(ValueError, match=r"k=1000 class-balanced demonstrations need 500 of gold=0, 500 of gold=1"):
+        run_distill('cd', 'smoke', k=1000, out_dir=out)
+    with pytest.raises(ValueError, match=r"answer word ' False' is not one token for tokenizer"):
+        run_distill('icl', 'smoke', pattern='eval-harness', out_dir=out)
+    with pytest.raises(ValueError, match=r"alpha=2"): run_distill('cd', 'smoke', alpha=2, out_dir=out)
+    with pytest.raises(ValueError, match=r"mode 'bitfit': LlamaForCausalLM has no bias parameters"):
+        run_distill('pbft', 'smoke', student_mode='bitfit', out_dir=out, memory=False, progress=False)
+    assert not list(out.glob('*/run.json')) or not any(load_json(f)['finished'] for f in out.glob('*/run.json'))
+
+def test_mismatched_tokenizers_with_vocab_kl(tmp_path):
+    s = load_tokenizer('tiny-smoke')
+    other = copy.deepcopy(s); other.add_tokens(['<extra>'])
+    with pytest.raises(ValueError, match=r"teacher 'big' uses \w+ \(513 tokens\) and student 'tiny-smoke' uses \w+ \(512 tokens\)"):
+        check_same_tokenizer(other, s, 'big', 'tiny-smoke')
+    p = load_preset('smoke', overrides={'distill.teacher': 'tiny'})      # a 2000-token tokenizer vs the student's 512
+    with pytest.raises(ValueError, match=r"kl='vocab'.*teacher 'tiny' uses .*student 'tiny-smoke' uses .*use kl='answer'"):
+        run_distill('cd', p, kl='vocab', out_dir=tmp_path)
+
+# ---------------------------------------------------------------- memory
+
+@pytest.mark.slow
+def test_measure_peak_memory_tiny():
+    m = measure_peak_memory('zero_shot', 'smoke', 'infer', details=True)
+    assert m['device'] == 'cpu' and m['peak_mb'] > 50 and m['peak_mb'] >= m['baseline_mb'] > 0
+    assert math.isnan(measure_peak_memory('icl', 'smoke', 'train'))
+    with pytest.raises(ValueError, match=r"unknown phase 'eval'"): measure_peak_memory('cd', 'smoke', 'eval')
+
+@pytest.mark.slow
+def test_measure_peak_memory_train_tiny():
+    assert measure_peak_memory('cd', 'smoke', 'train') > 50
+
+# ---------------------------------------------------------------- the real pair (packaged models)
+
+@pytest.mark.slow
+def test_real_pair_tokenizers():
+    t, s = load_tokenizer('gemma3-270m'), load_tokenizer('smollm2-135m-instruct')
+    from inscl.icl import answer_token_ids
+    for tok in (t, s): assert len(answer_token_ids(tok, (' No', ' Yes'))) == 2
+    with pytest.raises(ValueError, match=r"teacher 'gemma3-270m' uses .*student 'smollm2-135m-instruct' uses"):
+        check_same_tokenizer(t, s, 'gemma3-270m', 'smollm2-135m-instruct')
