@@ -38,28 +38,42 @@ def test_prepare_plans_every_order(kit):
         for s in plan['stages']:
             assert sum(s['budget'].values()) == s['total'] == s['n_examples'] == 4*s['stage']
 
-def test_inscl_grid_summary_and_failures(kit, capsys, monkeypatch):
-    "A small grid runs, prints the final RG/AP table, saves it; a failing cell is reported and makes the exit code 1."
-    args = ['inscl', '--preset', 'smoke', '--orders', 'curriculum', '--methods', 'none', 'inscl']
+def test_inscl_grid_resumes_and_reports_failures(kit, capsys):
+    "Papermill cells: a small grid runs and prints the RG/AP table; a broken cell fails alone, named with its notebook; a rerun resumes."
+    args = ['inscl', '--preset', 'smoke', '--orders', 'curriculum', '--methods', 'none', 'inscl', '--jobs', '2', '--threads', '1']
+    runs = kit/'reports'/'runs'/'inscl'
+    bad = runs/'smoke-curriculum-inscl-s0'
+    bad.mkdir(parents=True)
+    (bad/'state.json').write_text('{not json')          # a corrupt state file: this cell must fail, the others run
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert 'FAILED inscl:smoke-curriculum-inscl-s0' in out and f"executed notebook: {bad/'experiment.ipynb'}" in out
+    assert (bad/'experiment.ipynb').is_file() and not (bad/'record.json').exists()
+    for rid in ['experts-smoke-s0', 'smoke-curriculum-none-s0']:
+        rec = json.loads((runs/rid/'record.json').read_text())
+        assert rec['finished'] and rec['params']['preset'] == 'smoke' and rec['versions']['torch'] and (runs/rid/'experiment.ipynb').is_file()
+    (bad/'state.json').unlink()
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert 'final-stage Relative Gain and AP' in out and 'inscl grid: 2 runs' in out
-    summ = pd.read_csv(kit/'reports'/'runs'/'inscl'/'summary-smoke.csv')
+    assert out.count('done before') == 2 and 'final-stage Relative Gain and AP' in out
+    summ = pd.read_csv(runs/'summary-smoke.csv')
     assert summ.method.tolist() == ['inscl', 'none'] and (summ.n_stages == 16).all()
-    import inscl.continual as C
-    def boom(*a, **k): raise RuntimeError('boom')
-    monkeypatch.setattr(C, 'run_continual', boom)
-    assert main(['inscl', '--preset', 'smoke', '--orders', 'curriculum', '--methods', 'random']) == 1
-    assert "FAILED curriculum/random/s0: RuntimeError('boom')" in capsys.readouterr().out
 
-def test_grid_jobs_match_serial(kit, monkeypatch):
-    "Two worker processes give the same numbers as the serial grid (seeded, CPU)."
-    from inscl.batch import inscl_grid
-    from inscl.presets import load_preset
-    p = load_preset('smoke')
-    a, _, fa = inscl_grid(p, ['curriculum'], ['none', 'random'], [0], out=kit/'serial')
-    shutil.copytree(kit/'serial'/'experts-smoke-s0', kit/'par'/'experts-smoke-s0')   # experts are cached, not retrained
-    b, _, fb = inscl_grid(p, ['curriculum'], ['none', 'random'], [0], out=kit/'par', jobs=2, threads=1)
-    assert fa == fb == []
-    key = ['run_id', 'stage', 'eval_task']
-    pd.testing.assert_frame_equal(a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True))
+def test_distill_grid(kit, capsys):
+    "The distillation grid: cells named by the run id, memory on the first data seed only, the summary averages seeds."
+    assert main(['distill', '--preset', 'smoke', '--methods', 'zero_shot', 'pbft-full', '--data-seeds', '0', '1', '--jobs', '2', '--threads', '1']) == 0
+    out = capsys.readouterr().out
+    runs = kit/'reports'/'runs'/'distill'
+    res = {s: pd.read_csv(runs/f'smoke-zero_shot-k0-gpt-3-s{s}'/'results.csv') for s in (0, 1)}
+    assert res[0].peak_mem_mb.notna().all() and res[1].peak_mem_mb.isna().all()
+    summ = pd.read_csv(runs/'summary-smoke.csv').set_index('method')
+    assert summ.loc['zero_shot', 'seeds'] == 2 and sorted(summ.index) == ['pbft-full', 'zero_shot']
+    acc = [r.query("split == 'eval' and heuristic == 'all' and label == 'all'").accuracy.item() for r in res.values()]
+    assert abs(summ.loc['zero_shot', 'eval_accuracy'] - round(sum(acc) / 2, 3)) < 1e-9
+    assert 'distillation study' in out and main(['distill', '--preset', 'smoke', '--methods', 'zero_shot', '--data-seeds', '0', '--dry-run']) == 0
+    assert 'distill:smoke-zero_shot-k0-gpt-3-s0' in capsys.readouterr().out
+
+def test_bad_grid_arguments(kit):
+    from inscl.batch import grid_method
+    with pytest.raises(ValueError, match="unknown distillation method 'icl-tutor'"): grid_method('icl-tutor')
+    with pytest.raises(ValueError, match="unknown order 'curriculm'"): main(['inscl', '--preset', 'smoke', '--orders', 'curriculm', '--dry-run'])
