@@ -77,3 +77,26 @@ def test_bad_grid_arguments(kit):
     from inscl.batch import grid_method
     with pytest.raises(ValueError, match="unknown distillation method 'icl-tutor'"): grid_method('icl-tutor')
     with pytest.raises(ValueError, match="unknown order 'curriculm'"): main(['inscl', '--preset', 'smoke', '--orders', 'curriculm', '--dry-run'])
+
+def test_interrupted_main_job_resumes(kit):
+    "Ctrl-C in the middle of a grid cell, then the same command again: finished stages are kept, the run completes."
+    import os, signal, subprocess, sys, time
+    cmd = [sys.executable, '-c', 'import sys; from inscl.batch import main; sys.exit(main())', 'inscl', '--preset', 'smoke', '--orders', 'curriculum', '--methods', 'random', '--threads', '1']
+    env = {**os.environ, 'INSCL_SETTINGS': str(kit/'settings.ini')}
+    run = kit/'reports'/'runs'/'inscl'/'smoke-curriculum-random-s0'
+    proc = subprocess.Popen(cmd, env=env, cwd=kit, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    t0, before = time.time(), []
+    while time.time() - t0 < 300 and proc.poll() is None:
+        try: before = json.loads((run/'state.json').read_text())['finished']
+        except (OSError, ValueError): before = []
+        if len(before) >= 3: break
+        time.sleep(0.05)
+    assert 3 <= len(before) < 16, f'could not interrupt mid-run: {len(before)} stages finished'
+    os.killpg(proc.pid, signal.SIGINT)                         # what Ctrl-C in a terminal does
+    proc.wait(timeout=60)
+    assert not (run/'record.json').exists()
+    r = subprocess.run(cmd, env=env, cwd=kit, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:]
+    after = json.loads((run/'state.json').read_text())['finished']
+    assert len(after) == 16 and after[:len(before)] == before   # the stages done before the interrupt were not redone
+    assert json.loads((run/'record.json').read_text())['finished']
