@@ -100,3 +100,10 @@ def test_interrupted_main_job_resumes(kit):
     after = json.loads((run/'state.json').read_text())['finished']
     assert len(after) == 16 and after[:len(before)] == before   # the stages done before the interrupt were not redone
     assert json.loads((run/'record.json').read_text())['finished']
+
+def test_report_without_runs_keeps_reports(kit, capsys):
+    "No finished runs of the preset: no report is rendered, nothing is written, and the command says why."
+    assert main(['report', '--preset', 'smoke']) == 0
+    out = capsys.readouterr().out
+    assert "20_continual.ipynb: no finished inscl runs of preset 'smoke'" in out and "21_distill.ipynb: no finished distill runs" in out
+    assert not (kit/'reports'/'20_continual.ipynb').exists() and not (kit/'reports'/'figures').exists()
