@@ -10,10 +10,11 @@ torch's worker threads wait on each other and batched times degrade far more tha
     python bench/bench_generate.py                                   # tiny, all 256 test prompts
     python bench/bench_generate.py --model smollm2-135m-instruct --n 64
 """
-import argparse, os, platform, time
+import argparse, os, platform
 from pathlib import Path
 import numpy as np
 import torch
+from common import timed, add_common_args
 from inscl.data import builtin_superni
 from inscl.evaluate import generate, rouge_l
 from inscl.train import format_prompt
@@ -28,12 +29,7 @@ def parse_args(argv=None):
     p.add_argument('--max-new-tokens', type=int, default=0, help='answer length limit (0: the preset\'s)')
     p.add_argument('--n', type=int, default=0, help='test prompts (0: all of builtin_superni(seed=0)["test"])')
     p.add_argument('--batch-size', type=int, default=16, help='prompts per batched generate call')
-    p.add_argument('--threads', type=int, default=0, help='torch threads (0: leave the default)')
-    p.add_argument('--out', default=str(Path(__file__).resolve().parent/'results'), help='folder for the JSON result')
-    return p.parse_args(argv)
-
-def timed(f):
-    t0 = time.perf_counter(); r = f(); return r, time.perf_counter() - t0
+    return add_common_args(p).parse_args(argv)
 
 def main(argv=None):
     a = parse_args(argv)

@@ -9,10 +9,11 @@ at k=16.
     python bench/bench_teacher.py                       # Gemma-3-270M, 200 queries, k=16
     python bench/bench_teacher.py --model smollm2-135m-instruct --n-queries 40
 """
-import argparse, platform, time
+import argparse, platform
 from pathlib import Path
 import numpy as np
 import torch
+from common import timed, add_common_args
 from inscl.files import save_json
 from inscl.icl import get_pattern, build_demos, answer_probs
 from inscl.models import load_model
@@ -28,12 +29,7 @@ def parse_args(argv=None):
     p.add_argument('--pattern', default='gpt-3', help='prompt pattern (minimal, gpt-3, eval-harness)')
     p.add_argument('--batch-size', type=int, default=8, help='queries per forward pass')
     p.add_argument('--data-seed', type=int, default=0, help='seed of the demonstration draw')
-    p.add_argument('--threads', type=int, default=0, help='torch threads (0: leave the default)')
-    p.add_argument('--out', default=str(Path(__file__).resolve().parent/'results'), help='folder for the JSON result')
-    return p.parse_args(argv)
-
-def timed(f):
-    t0 = time.perf_counter(); r = f(); return r, time.perf_counter() - t0
+    return add_common_args(p).parse_args(argv)
 
 def main(argv=None):
     a = parse_args(argv)
