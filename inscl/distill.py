@@ -157,24 +157,6 @@ def teacher_cache_path(teacher:str,              # the teacher's model name
     safe = teacher.replace('/', '--')
     return cache_dir(root, 'teacher')/f'{safe}-{pattern}-k{len(demos)}-s{data_seed}-{kl}-{key}.npz'
 
-def _vocab_logits(model, tok, prompts:list[str], prefix:str, batch_size:int=8) -> np.ndarray:
-    "(n, V) last-position logits of `prefix + prompt`, the prefix's KV cache shared as in `answer_probs`."
-    from inscl.icl import _common_len, _last_logits, _out_cache
-    rows = tok([prefix + q for q in prompts])['input_ids']
-    cap = min(len(tok(prefix)['input_ids']), min(len(r) for r in rows) - 1)
-    n_pre = _common_len(rows, cap) if prefix else 0
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    out = np.empty((len(rows), model.get_output_embeddings().weight.shape[0]), np.float32)
-    with torch.inference_mode():
-        cache = None
-        if n_pre:
-            ids = torch.tensor([rows[0][:n_pre]], device=model.device)
-            cache = _out_cache(model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, logits_to_keep=1))
-        for s in range(0, len(rows), batch_size):
-            idx = list(range(s, min(s + batch_size, len(rows))))
-            out[idx] = _last_logits(model, [rows[i][n_pre:] for i in idx], pad, cache, n_pre).cpu().numpy()
-    return out
-
 def teacher_probs(teacher:str,               # the teacher's model name (`load_model`), part of the cache key
                   queries:Sequence[dict],    # the student's training queries
                   demos:Sequence[dict],      # the k demonstrations the teacher reads
@@ -199,9 +181,9 @@ def teacher_probs(teacher:str,               # the teacher's model name (`load_m
             return TeacherProbs(ids, z['logits'], z['p'], z['top_is_answer'], z['vocab_logits'] if 'vocab_logits' in z else None, path, True)
     if model is None: model, tok = load_model(teacher, seed=seed)
     prompts, prefix = [pat.format(q['premise'], q['hypothesis']) for q in queries], pat.prefix(demos)
-    r = answer_probs(model, tok, prompts, pat.answers, prefix=prefix, batch_size=batch_size, progress=progress)
+    r = answer_probs(model, tok, prompts, pat.answers, prefix=prefix, batch_size=batch_size, progress=progress, vocab_logits=kl == 'vocab')
     arrays = dict(ids=np.array(ids), logits=r.logits, p=r.p, top_is_answer=r.top_is_answer)
-    if kl == 'vocab': arrays['vocab_logits'] = _vocab_logits(model, tok, prompts, prefix, batch_size)
+    if kl == 'vocab': arrays['vocab_logits'] = r.vocab_logits     # one pass gives both
     with atomic_path(path) as tmp:
         with open(tmp, 'wb') as f: np.savez(f, **arrays)
     return TeacherProbs(ids, r.logits, r.p, r.top_is_answer, arrays.get('vocab_logits'), path, False)

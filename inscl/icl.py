@@ -112,6 +112,7 @@ class AnswerProbs:
     top_is_answer:np.ndarray # (n,) whether that argmax is one of the answer words
     answer_ids:list       # token id of each answer word
     n_prefix:int = 0      # tokens encoded once and shared (0: no shared prefix)
+    vocab_logits:np.ndarray|None = None # (n, V) float32 full-vocabulary logits, when asked for (`vocab_logits=True`)
 
     @property
     def pred(self) -> np.ndarray:
@@ -184,6 +185,7 @@ def answer_probs(model,                   # a causal LM (transformers)
                  autocast=None,           # a torch dtype to run the forward passes under `torch.autocast`, or None
                  first_token:bool=False,  # score the first token of multi-token answer words (see `answer_token_ids`)
                  progress:bool=False,     # show a tqdm bar over batches
+                 vocab_logits:bool=False, # also keep every prompt's full-vocabulary logits (full-vocabulary distillation)
                 ) -> AnswerProbs:
     "Probabilities of the answer words after `prefix + prompt`, the prefix encoded once and its KV cache reused."
     import torch
@@ -198,6 +200,7 @@ def answer_probs(model,                   # a causal LM (transformers)
     order = np.argsort([len(r) for r in rows], kind='stable')  # similar lengths batch together: less padding
     out = torch.empty(len(rows), len(ans), dtype=torch.float64)
     outp, top = torch.empty_like(out), torch.empty(len(rows), dtype=torch.long)
+    vocab = np.empty((len(rows), model.get_output_embeddings().weight.shape[0]), np.float32) if vocab_logits else None
     ctx = torch.autocast(model.device.type, dtype=autocast) if autocast is not None else nullcontext()
     with torch.inference_mode(), ctx:
         cache = None
@@ -209,9 +212,10 @@ def answer_probs(model,                   # a causal LM (transformers)
             logits = _last_logits(model, [rows[i][n_pre:] for i in idx], pad, cache, n_pre).double().cpu()
             logp = torch.log_softmax(logits, -1)
             out[idx], outp[idx], top[idx] = logp[:, ans].exp(), logits[:, ans], logits.argmax(-1)
+            if vocab is not None: vocab[idx] = logits.float().numpy()
     p = out.numpy()
     return AnswerProbs(p=p, p_norm=p / p.sum(-1, keepdims=True), logits=outp.numpy(), top_id=top.numpy(),
-                       top_is_answer=np.isin(top.numpy(), ans), answer_ids=ans, n_prefix=n_pre)
+                       top_is_answer=np.isin(top.numpy(), ans), answer_ids=ans, n_prefix=n_pre, vocab_logits=vocab)
 
 # %% ../nbs/08_icl.ipynb #8db3e10a
 def icl_predict(model,                  # a causal LM
