@@ -19,7 +19,8 @@ import pandas as pd
 # %% auto #0
 __all__ = ['RECORD_PACKAGES', 'EXPERIMENTS', 'Stage', 'run_stages', 'prepare_stages', 'plan_stages', 'kit_root', 'git_commit',
            'run_record', 'experiment_notebook', 'Cell', 'inscl_cells', 'grid_method', 'distill_cells', 'cell_progress',
-           'run_cell', 'run_grid', 'inscl_summary', 'distill_summary', 'report_notebooks', 'run_reports', 'main']
+           'papermill_command', 'run_cell', 'run_grid', 'inscl_summary', 'distill_summary', 'report_notebooks',
+           'run_reports', 'main']
 
 # %% ../nbs/09_batch.ipynb #2bb4509b
 @dataclass
@@ -240,13 +241,22 @@ def cell_progress(c:Cell) -> str:
     try:
         if c.study == 'distill': return load_json(c.run_dir/'progress.json')['stage']
         if c.params.get('method') == 'experts':
-            return f"expert {max(len(load_table(c.run_dir/'experts.csv')), 0)}/16" if (c.run_dir/'experts.csv').exists() else 'expert 0/16'
+            return f"expert {len(load_table(c.run_dir/'experts.csv')) if (c.run_dir/'experts.csv').exists() else 0}/16"
         n = len(load_json(c.run_dir/'run.json')['tasks'])
         done = len(load_json(c.run_dir/'state.json')['finished']) if (c.run_dir/'state.json').exists() else 0
         return f'stage {done}/{n}'
     except (OSError, ValueError, KeyError): return 'starting'
 
 _LIVE = set()   # papermill processes running now (stopped when the runner is interrupted)
+
+def papermill_command(nb:Path,      # the notebook to execute
+                      out:Path,     # where the executed copy goes
+                      params:dict,  # its parameters
+                      cwd:Path      # the kernel's working directory
+                     ) -> list[str]:
+    "The papermill command line the runner uses for experiment and report notebooks alike."
+    return [sys.executable, '-m', 'papermill', str(nb), str(out), '-y', json.dumps(params), '--cwd', str(cwd),
+            '-k', 'python3', '--language', 'python', '--no-progress-bar']
 
 def run_cell(c:Cell,                  # the cell
              threads:int|None=None,   # torch CPU threads of its kernel (None: torch's default)
@@ -257,8 +267,7 @@ def run_cell(c:Cell,                  # the cell
     params = {**c.params, 'threads': threads, 'progress': False}   # the runner shows progress; the notebook stays small
     env = {**os.environ, 'PYTHONUNBUFFERED': '1'}
     if threads: env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    cmd = [sys.executable, '-m', 'papermill', str(experiment_notebook(c.study)), str(c.notebook), '-y', json.dumps(params),
-           '--cwd', str(c.run_dir), '-k', 'python3', '--language', 'python', '--no-progress-bar']
+    cmd = papermill_command(experiment_notebook(c.study), c.notebook, params, c.run_dir)
     t0 = time.perf_counter()
     with open(c.run_dir/'papermill.log', 'w') as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -360,8 +369,7 @@ def run_reports(p:Preset,                    # the preset whose runs are reporte
                              error=f'no finished {study} runs of preset {p.name!r} under {p.runs_dir}: not rendered'))
             continue
         params = dict(preset=p.name, runs_dir=str(p.runs_dir), figures_dir=str(out/'figures'))
-        cmd = [sys.executable, '-m', 'papermill', str(nb), str(out/nb.name), '-y', json.dumps(params),
-               '--cwd', str(nb.parent), '-k', 'python3', '--language', 'python', '--no-progress-bar']
+        cmd = papermill_command(nb, out/nb.name, params, nb.parent)
         t0 = time.perf_counter()
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         err = '' if r.returncode == 0 else ([l for l in r.stderr.splitlines() if l.strip()] or ['?'])[-1][:300]
@@ -408,7 +416,6 @@ def _distill_cells(a, p) -> list[Cell]:
     return distill_cells(p, a.methods or p.distill.methods, a.data_seeds if a.data_seeds is not None else p.distill.data_seeds, a.k)
 
 def _report_inscl(p, cells):
-    from inscl.continual import RESULT_COLUMNS
     runs = [c for c in cells if c.params['method'] != 'experts']
     res, experts = _collect(runs, 'results.csv'), _collect([c for c in cells if c.params['method'] == 'experts'], 'experts.csv')
     if not len(res) or not len(experts): return
