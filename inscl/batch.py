@@ -10,7 +10,7 @@ import argparse, json, os, re, subprocess, sys, time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 from tqdm.auto import tqdm
 from .presets import Preset, load_preset, preset_names, seed_everything
 from .files import save_json, load_json, save_table, load_table
@@ -18,9 +18,9 @@ import pandas as pd
 
 # %% auto #0
 __all__ = ['RECORD_PACKAGES', 'EXPERIMENTS', 'Stage', 'run_stages', 'prepare_stages', 'plan_stages', 'kit_root', 'git_commit',
-           'run_record', 'experiment_notebook', 'Cell', 'inscl_cells', 'grid_method', 'distill_cells', 'cell_progress',
-           'papermill_command', 'run_cell', 'run_grid', 'inscl_summary', 'distill_summary', 'report_notebooks',
-           'run_reports', 'main']
+           'run_record', 'experiment_notebook', 'Cell', 'inscl_cells', 'grid_method', 'distill_cells', 'probe_cells',
+           'cell_progress', 'papermill_command', 'run_cell', 'run_grid', 'inscl_summary', 'distill_summary',
+           'report_notebooks', 'run_reports', 'main']
 
 # %% ../nbs/09_batch.ipynb #2bb4509b
 @dataclass
@@ -60,7 +60,7 @@ def _data_nli(p:Preset) -> dict:
     from inscl.nli import load_nli
     res = {}
     for role, spec in [('train', p.distill.train_data), ('eval', p.distill.eval_data), ('ood', p.distill.ood_data)]:
-        rows = load_nli(spec, role, seed=p.seed)
+        rows = load_nli(spec, role, seed=p.seed, phenomena=p.distill.phenomena if role != 'ood' else None)
         res[role] = dict(source=spec, n=len(rows), gold_1=sum(r['gold']==1 for r in rows))
     return res
 
@@ -143,9 +143,9 @@ def run_record(params:dict,             # the notebook's parameters, as injected
     return rec
 
 # %% ../nbs/09_batch.ipynb #e720dcbd
-EXPERIMENTS = {'inscl': 'nbs/10_inscl_experiment.ipynb', 'distill': 'nbs/11_distill_experiment.ipynb'}
+EXPERIMENTS = {'inscl': 'nbs/10_inscl_experiment.ipynb', 'distill': 'nbs/11_distill_experiment.ipynb', 'probe': 'nbs/12_probe_experiment.ipynb'}
 
-def experiment_notebook(study:str # `inscl` or `distill`
+def experiment_notebook(study:str # `inscl`, `distill` or `probe`
                        ) -> Path:
     "The experiment notebook of `study`, with a clear error when the kit is not a clone or papermill is missing."
     import importlib.util
@@ -158,7 +158,7 @@ def experiment_notebook(study:str # `inscl` or `distill`
 @dataclass
 class Cell:
     "One grid cell: an experiment notebook executed by papermill with `params` into `run_dir`."
-    study:str              # `inscl` or `distill`
+    study:str              # `inscl`, `distill` or `probe`
     run_id:str             # the run folder's name
     params:dict            # papermill parameters
     run_dir:Path           # `<runs_dir>/<study>/<run_id>`
@@ -235,11 +235,35 @@ def distill_cells(p:Preset,                 # the preset
             cells.append(c)
     return cells
 
+# %% ../nbs/09_batch.ipynb #6473ff84
+def probe_cells(p:Preset,                        # the preset
+                roles:Sequence[str]=('teacher', 'student'), # whose probes
+                patterns:Sequence[str]|None=None,    # patterns (default: each model's `probe_patterns`)
+                ks:Sequence[int]|None=None,          # the teacher's k sweep with the preset's pattern (default `PROBE_KS`)
+                data_seeds:Sequence[int]|None=None,  # data seeds (default: the preset's)
+                out:Path|None=None,                  # the probe's runs folder (default: the preset's runs_dir/probe)
+               ) -> list[Cell]:
+    "The probe grid's cells."
+    from inscl.probe import PROBE_KS, probe_patterns, probe_run_id
+    from inscl.distill import load_tokenizer
+    d, out = p.distill, Path(out or p.runs_dir/'probe')
+    seeds = list(d.data_seeds if data_seeds is None else data_seeds)
+    sweep = sorted({*(PROBE_KS if ks is None else ks), d.k})
+    cells = []
+    for role in roles:
+        pats = list(patterns) if patterns else probe_patterns(load_tokenizer(d.teacher if role == 'teacher' else d.student))
+        for pat in pats:
+            rid = probe_run_id(p.name, role, pat)
+            kk = sweep if role == 'teacher' and pat == d.pattern else [d.k]
+            cells.append(Cell('probe', rid, dict(preset=p.name, role=role, pattern=pat, ks=kk, data_seeds=seeds, out_dir=str(out)),
+                              out/rid, len(kk) * len(seeds) * (25 if role == 'teacher' else 20)))
+    return cells
+
 # %% ../nbs/09_batch.ipynb #3f01ac10
 def cell_progress(c:Cell) -> str:
     "Where a running cell is: `stage i/n` (continual), `task i/16` (experts) or the distillation phase."
     try:
-        if c.study == 'distill': return load_json(c.run_dir/'progress.json')['stage']
+        if c.study in ('distill', 'probe'): return load_json(c.run_dir/'progress.json')['stage']
         if c.params.get('method') == 'experts':
             return f"expert {len(load_table(c.run_dir/'experts.csv')) if (c.run_dir/'experts.csv').exists() else 0}/16"
         n = len(load_json(c.run_dir/'run.json')['tasks'])
@@ -424,6 +448,20 @@ def _report_inscl(p, cells):
     print(f"continual study, preset {p.name!r}: final-stage Relative Gain and AP (ROUGE-L, 0-100)")
     print(summ.to_string(index=False, float_format=lambda v: f'{v:.2f}'))
 
+def _report_probe(p, cells):
+    from inscl.probe import probe_summary, pattern_table, phenomenon_verdict
+    preds = _collect(cells, 'predictions.csv')
+    if not len(preds): return
+    s = probe_summary(preds)
+    save_table(s, p.runs_dir/'probe'/f'summary-{p.name}.csv')
+    cols = ['role', 'pattern', 'auc', 'auc_sd', 'accuracy', 'calibrated_accuracy', 'prior_accuracy', 'seeds', 'chosen']
+    print(f"probe, preset {p.name!r}: dev split, k = {p.distill.k}, mean over data seeds ('chosen': best AUC per model)")
+    print(pattern_table(s, p.distill.k)[cols].to_string(index=False, float_format=lambda v: f'{v:.3f}'))
+    v = phenomenon_verdict(s, p.distill.pattern, p.distill.k)
+    if len(v):
+        print(f"teacher per phenomenon with pattern {p.distill.pattern!r} (keep: AUC >= 0.7 or calibrated accuracy >= 0.65)")
+        print(v[['phenomenon', 'n', 'auc', 'accuracy', 'calibrated_accuracy', 'prior_accuracy', 'keep']].to_string(index=False, float_format=lambda v: f'{v:.3f}'))
+
 def _report_distill(p, cells):
     res = _collect(cells, 'results.csv')
     if not len(res): return
@@ -432,18 +470,22 @@ def _report_distill(p, cells):
     print(f"distillation study, preset {p.name!r}: mean over data seeds (eval = in-domain, ood = HANS-style)")
     print(summ.to_string(index=False))
 
+def _probe_cells(a, p) -> list[Cell]:
+    return probe_cells(p, a.roles, a.patterns, a.ks, a.data_seeds)
+
 def _cmd_grid(a, study:str) -> int:
     p = load_preset(a.preset)
-    cells = _inscl_cells(a, p) if study == 'inscl' else _distill_cells(a, p)
+    cells = {'inscl': _inscl_cells, 'distill': _distill_cells, 'probe': _probe_cells}[study](a, p)
     if a.dry_run: _dry(cells); return 0
     t0 = time.perf_counter()
     rows = run_grid(cells, a.jobs, a.threads, desc=f'{study} grid {p.name}')
-    (_report_inscl if study == 'inscl' else _report_distill)(p, cells)
+    {'inscl': _report_inscl, 'distill': _report_distill, 'probe': _report_probe}[study](p, cells)
     print(f'{study} grid: {len(cells)} cells in {time.perf_counter()-t0:.0f} s')
     return 1 if _print_cells(rows) else 0
 
 def _cmd_inscl(a) -> int: return _cmd_grid(a, 'inscl')
 def _cmd_distill(a) -> int: return _cmd_grid(a, 'distill')
+def _cmd_probe(a) -> int: return _cmd_grid(a, 'probe')
 
 def _cmd_report(a) -> int:
     rows = run_reports(load_preset(a.preset))
@@ -489,6 +531,13 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument('--k', type=int, default=None, help="demonstrations (default: the preset's)")
     sp.add_argument('--data-seeds', nargs='+', type=int, default=None, help="data seeds (default: the preset's)")
     sp.set_defaults(fn=_cmd_distill)
+    sp = sub.add_parser('probe', help="before the study: each model's k-shot ICL on the dev split per pattern, k and phenomenon")
+    common(sp)
+    sp.add_argument('--roles', nargs='+', default=['teacher', 'student'], choices=['teacher', 'student'], help='whose probes (default: both)')
+    sp.add_argument('--patterns', nargs='+', default=None, help="patterns (default: every pattern the model can use)")
+    sp.add_argument('--ks', nargs='+', type=int, default=None, help="the teacher's k sweep with the preset's pattern (default: 0 4 8 16 32)")
+    sp.add_argument('--data-seeds', nargs='+', type=int, default=None, help="data seeds (default: the preset's)")
+    sp.set_defaults(fn=_cmd_probe)
     sp = sub.add_parser('report', help='render the report notebooks from the finished runs of the preset')
     common(sp, grid=False); sp.set_defaults(fn=_cmd_report)
     return ap

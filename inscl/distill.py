@@ -9,7 +9,7 @@ Docs: https://inscl.github.io/inscl/distill.html.md"""
 # %% ../nbs/08a_distill.ipynb #519de8a9
 from __future__ import annotations
 import gc, json, math, os, subprocess, sys, time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 import numpy as np
@@ -17,7 +17,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from .files import atomic_path, save_json, load_json, save_table, load_table, content_hash, cache_dir
-from .icl import PATTERNS, get_pattern, build_demos, answer_token_ids, answer_probs, icl_predict
+from .icl import (PATTERNS, PATTERN_NAMES, CALIBRATIONS, get_pattern, pattern_name, build_demos, answer_token_ids,
+                       answer_probs, icl_predict, calibrate, prior_match, apply_calibration, check_calibration, content_free_probs)
 from .models import MODELS, load_model, model_info
 from .nli import load_nli, balanced_sample
 from .presets import Preset, load_preset, seed_everything
@@ -25,10 +26,10 @@ from .train import MODES, TrainConfig, train
 
 # %% auto #0
 __all__ = ['METHODS', 'METHOD_NAMES', 'KL_KINDS', 'LABEL_NAMES', 'PHASES', 'RESULT_COLUMNS', 'check_alpha_tau', 'distill_loss',
-           'answer_kl', 'calibrate', 'auc', 'parse_method', 'method_label', 'distill_data', 'records_hash',
-           'TeacherProbs', 'teacher_cache_path', 'teacher_probs', 'load_tokenizer', 'check_same_tokenizer',
-           'student_features', 'collate_last', 'last_logits', 'student_loss', 'train_student', 'content_free_probs',
-           'predict_nli', 'summarize_nli', 'measure_peak_memory', 'run_name', 'distill_run_id', 'run_distill']
+           'answer_kl', 'auc', 'parse_method', 'method_label', 'distill_data', 'records_hash', 'TeacherProbs',
+           'teacher_cache_path', 'teacher_probs', 'calibrated_teacher', 'load_tokenizer', 'check_same_tokenizer',
+           'student_features', 'collate_last', 'last_logits', 'student_loss', 'train_student', 'predict_nli',
+           'summarize_nli', 'measure_peak_memory', 'run_name', 'distill_run_id', 'run_distill']
 
 # %% ../nbs/08a_distill.ipynb #cd20a916
 def check_alpha_tau(alpha:float, # weight of the KL term, in [0, 1]
@@ -66,16 +67,6 @@ def answer_kl(teacher_logits:np.ndarray, # (n, A) teacher answer-word logits
     return float((lt.exp() * (lt - ls)).sum(-1).mean())
 
 # %% ../nbs/08a_distill.ipynb #a6564eb7
-def calibrate(p:np.ndarray,    # (n, A) answer-word probabilities (renormalised here)
-              p_cf:np.ndarray  # (A,) or (m, A) answer-word probabilities for content-free inputs (averaged over m)
-             ) -> np.ndarray:
-    "Contextual calibration (Zhao et al. 2021): divide by the content-free probabilities and renormalise."
-    p = np.asarray(p, float); p = p / p.sum(-1, keepdims=True)
-    cf = np.asarray(p_cf, float); cf = cf / cf.sum(-1, keepdims=True)
-    if cf.ndim == 2: cf = cf.mean(0)
-    q = p / cf
-    return q / q.sum(-1, keepdims=True)
-
 def auc(gold:Sequence[int],     # 1 entailed, 0 not
         score:Sequence[float]   # p(entailed), any monotone score
        ) -> float:
@@ -112,7 +103,7 @@ def distill_data(p:Preset,               # the preset (its `distill` part and se
     d = p.distill
     n_train = d.n_train if n_train is None else n_train
     n_eval = d.n_eval if n_eval is None else n_eval
-    pool = load_nli(d.train_data, 'train', seed=p.seed)
+    pool = load_nli(d.train_data, 'train', seed=p.seed, phenomena=d.phenomena)
     demos = build_demos(pool, k, data_seed)
     used = {r['id'] for r in demos}
     rest = [r for r in pool if r['id'] not in used]
@@ -120,7 +111,7 @@ def distill_data(p:Preset,               # the preset (its `distill` part and se
         raise ValueError(f"n_train={n_train} student training rows requested, but the pool {d.train_data!r} has only {len(rest)} rows "
                          f"left after the k={k} demonstrations; lower n_train or k")
     return dict(pool=pool, demos=demos, train=balanced_sample(rest, n_train, seed=data_seed, key='gold'),
-                eval=load_nli(d.eval_data, 'eval', n=n_eval, seed=p.seed), ood=load_nli(d.ood_data, 'ood', n=n_eval, seed=p.seed))
+                eval=load_nli(d.eval_data, 'eval', n=n_eval, seed=p.seed, phenomena=d.phenomena), ood=load_nli(d.ood_data, 'ood', n=n_eval, seed=p.seed))
 
 def records_hash(records:Sequence[dict]) -> str:
     "A content hash of NLI records (ids, texts, gold), for cache keys."
@@ -137,11 +128,18 @@ class TeacherProbs:
     vocab_logits:np.ndarray|None = None # (n, V) whole logit rows (only with kl='vocab')
     path:Path|None = None     # the cache file
     cached:bool = False       # read from the cache (the teacher did not run)
+    p_cf:np.ndarray|None = None # (m, A) answer-word distribution of each content-free query after the same demonstrations
 
     @property
     def p_norm(self) -> np.ndarray:
         "Answer-word distribution (renormalised over the answer words)."
         return self.p / self.p.sum(-1, keepdims=True)
+
+    def calibrated(self, how:str='none' # a name in `CALIBRATIONS`
+                  ) -> np.ndarray:
+        "(n, A) the teacher's answer-word distribution after calibration `how` (prior matching is fitted on these queries)."
+        if how == 'contextual' and self.p_cf is None: raise ValueError(f"{self.path}: no content-free probabilities cached; delete the file")
+        return apply_calibration(self.p_norm, how, self.p_cf)
 
 def teacher_cache_path(teacher:str,              # the teacher's model name
                        queries:Sequence[dict],   # the training queries
@@ -150,17 +148,19 @@ def teacher_cache_path(teacher:str,              # the teacher's model name
                        data_seed:int,            # the data seed of the demonstrations
                        kl:str='answer',          # `answer` or `vocab` (the latter also caches whole logit rows)
                        root:Path|str|None=None,  # the kit's cache root (default `$INSCL_CACHE` or ~/.cache/inscl)
-                       seed:int=0                # weight seed of a tiny teacher (`load_model(seed=...)`)
+                       seed:int=0,               # weight seed of a tiny teacher (`load_model(seed=...)`)
+                       content_free:Sequence[str]=('N/A',), # content-free inputs scored in the same pass
                       ) -> Path:
     "Where `teacher_probs` caches the teacher's logits for this (teacher, data seed, k, pattern, training set)."
-    key = content_hash(teacher, seed, data_seed, len(demos), pattern, records_hash(queries), [d['id'] for d in demos], kl, 'teacher-v1')
+    key = content_hash(teacher, seed, data_seed, len(demos), pattern, records_hash(queries), [d['id'] for d in demos], kl,
+                       list(content_free), 'teacher-v2')
     safe = teacher.replace('/', '--')
     return cache_dir(root, 'teacher')/f'{safe}-{pattern}-k{len(demos)}-s{data_seed}-{kl}-{key}.npz'
 
 def teacher_probs(teacher:str,               # the teacher's model name (`load_model`), part of the cache key
                   queries:Sequence[dict],    # the student's training queries
                   demos:Sequence[dict],      # the k demonstrations the teacher reads
-                  pattern:str='gpt-3',       # a name in `PATTERNS`
+                  pattern:str='gpt-3',       # a name in `PATTERN_NAMES` (`chat`: the teacher tokenizer's template)
                   data_seed:int=0,           # the data seed (cache key)
                   kl:str='answer',           # `vocab` also caches whole logit rows
                   model=None,                # the loaded teacher (default: loaded only if the cache misses)
@@ -169,24 +169,40 @@ def teacher_probs(teacher:str,               # the teacher's model name (`load_m
                   batch_size:int=8,          # queries per forward pass
                   progress:bool=False,       # tqdm bar over batches
                   seed:int=0,                # weight seed of a tiny teacher (cache key; used when it is loaded here)
+                  content_free:Sequence[str]=('N/A',), # content-free inputs scored in the same pass (contextual calibration)
                  ) -> TeacherProbs:
-    "The teacher's answer-word logits for `queries` after `demos`, computed once and cached on disk."
+    "The teacher's answer-word logits for `queries` after `demos` (and its content-free probabilities), computed once and cached on disk."
     if kl not in KL_KINDS: raise ValueError(f"unknown kl {kl!r}; expected one of: {', '.join(KL_KINDS)}")
-    pat = get_pattern(pattern)
-    path = teacher_cache_path(teacher, queries, demos, pat.name, data_seed, kl, root, seed)
+    if not len(content_free): raise ValueError("teacher_probs: content_free is empty; give at least one content-free input such as 'N/A'")
+    name = pattern_name(pattern)
+    path = teacher_cache_path(teacher, queries, demos, name, data_seed, kl, root, seed, content_free)
     ids = [q['id'] for q in queries]
     if path.is_file():
         with np.load(path) as z:
             if z['ids'].tolist() != ids: raise ValueError(f"{path}: cached query ids differ from the queries; delete the file")
-            return TeacherProbs(ids, z['logits'], z['p'], z['top_is_answer'], z['vocab_logits'] if 'vocab_logits' in z else None, path, True)
+            return TeacherProbs(ids, z['logits'], z['p'], z['top_is_answer'], z['vocab_logits'] if 'vocab_logits' in z else None, path, True,
+                                z['p_cf'])
     if model is None: model, tok = load_model(teacher, seed=seed)
-    prompts, prefix = [pat.format(q['premise'], q['hypothesis']) for q in queries], pat.prefix(demos)
-    r = answer_probs(model, tok, prompts, pat.answers, prefix=prefix, batch_size=batch_size, progress=progress, vocab_logits=kl == 'vocab')
-    arrays = dict(ids=np.array(ids), logits=r.logits, p=r.p, top_is_answer=r.top_is_answer)
-    if kl == 'vocab': arrays['vocab_logits'] = r.vocab_logits     # one pass gives both
+    pat, n = get_pattern(pattern, tok), len(queries)
+    prompts = [pat.format(q['premise'], q['hypothesis']) for q in queries] + [pat.format(x, x) for x in content_free]
+    r = answer_probs(model, tok, prompts, pat.answers, prefix=pat.prefix(demos), batch_size=batch_size, progress=progress,
+                     vocab_logits=kl == 'vocab')                  # one pass: the queries, then the content-free inputs
+    arrays = dict(ids=np.array(ids), logits=r.logits[:n], p=r.p[:n], top_is_answer=r.top_is_answer[:n], p_cf=r.p_norm[n:])
+    if kl == 'vocab': arrays['vocab_logits'] = r.vocab_logits[:n]  # one pass gives both
     with atomic_path(path) as tmp:
         with open(tmp, 'wb') as f: np.savez(f, **arrays)
-    return TeacherProbs(ids, r.logits, r.p, r.top_is_answer, arrays.get('vocab_logits'), path, False)
+    return TeacherProbs(ids, arrays['logits'], arrays['p'], arrays['top_is_answer'], arrays.get('vocab_logits'), path, False, arrays['p_cf'])
+
+# %% ../nbs/08a_distill.ipynb #a6ff7c73
+def calibrated_teacher(tp:TeacherProbs, # the teacher's probabilities on the training queries
+                       how:str='none',  # a name in `CALIBRATIONS`
+                       kl:str='answer'  # the distillation KL (`vocab` cannot be calibrated)
+                      ) -> TeacherProbs:
+    "`tp` with its answer-word logits replaced by the log of the calibrated distribution (`none`: `tp` itself)."
+    check_calibration(how)
+    if how == 'none': return tp
+    if kl != 'answer': raise ValueError(f"calibration {how!r} re-weights the answer-word distribution; it cannot calibrate kl={kl!r}: use kl='answer'")
+    return replace(tp, logits=np.log(tp.calibrated(how)))
 
 # %% ../nbs/08a_distill.ipynb #949a54cf
 def load_tokenizer(name:str # a model name `load_model` accepts
@@ -218,12 +234,12 @@ def check_same_tokenizer(teacher_tok,         # the teacher's tokenizer
 # %% ../nbs/08a_distill.ipynb #17973029
 def student_features(tok,                          # the student's tokenizer
                      queries:Sequence[dict],       # training queries (NLI records)
-                     pattern:str='gpt-3',          # a name in `PATTERNS`
+                     pattern:str='gpt-3',          # a name in `PATTERN_NAMES` (`chat`: this tokenizer's template)
                      teacher:TeacherProbs|None=None, # the teacher's logits for these queries (cd), or None (pbft)
                      kl:str='answer'               # `vocab`: the teacher's whole logit rows
                     ) -> list[dict]:
     "One feature per query: the student's `input_ids` of the query text, `gold`, and the teacher's logits `t_logits`."
-    pat = get_pattern(pattern)
+    pat = get_pattern(pattern, tok)
     ids = tok([pat.format(q['premise'], q['hypothesis']) for q in queries])['input_ids']
     feats = [{'input_ids': x, 'gold': int(q['gold'])} for x, q in zip(ids, queries)]
     if teacher is not None:
@@ -271,15 +287,15 @@ def train_student(model,                     # the student (trained in place)
                   tok,                       # its tokenizer
                   queries:Sequence[dict],    # training queries
                   cfg:TrainConfig,           # lr, epochs, batch size, mode (`full`, `lora`, `bitfit`)
-                  pattern:str='gpt-3',       # a name in `PATTERNS`
-                  teacher:TeacherProbs|None=None, # the teacher's logits (cd); None: PBFT (alpha is then 0)
+                  pattern:str='gpt-3',       # a name in `PATTERN_NAMES`
+                  teacher:TeacherProbs|None=None, # the teacher's logits (cd; calibrated: `calibrated_teacher`); None: PBFT (alpha is then 0)
                   alpha:float=0.5,           # weight of the KL term
                   tau:float=2.0,             # temperature
                   kl:str='answer',           # `answer` or `vocab`
                   progress:bool=False        # tqdm bar over optimiser steps
                  ) -> dict:
     "Train the student on `queries` with the distillation loss (or PBFT's CE without a teacher); `train`'s statistics."
-    ans = answer_token_ids(tok, get_pattern(pattern).answers)
+    ans = answer_token_ids(tok, get_pattern(pattern, tok).answers)
     feats = student_features(tok, queries, pattern, teacher, kl)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     return train(model, tok, feats, cfg, loss_fn=student_loss(ans, alpha if teacher is not None else 0.0, tau, kl),
@@ -288,38 +304,29 @@ def train_student(model,                     # the student (trained in place)
 # %% ../nbs/08a_distill.ipynb #f44c7a87
 LABEL_NAMES = {1: 'entailed', 0: 'non-entailed'}
 
-def content_free_probs(model, tok,                      # a causal LM and its tokenizer
-                       pattern:str='gpt-3',             # a name in `PATTERNS`
-                       demos:Sequence[dict]=(),         # the demonstrations the scored prompts use
-                       inputs:Sequence[str]=('N/A',),   # content-free strings, used as premise and hypothesis
-                       **kwargs                         # passed to `answer_probs`
-                      ) -> np.ndarray:
-    "(A,) answer-word distribution for content-free queries after `demos`, averaged over `inputs`."
-    pat = get_pattern(pattern)
-    r = answer_probs(model, tok, [pat.format(x, x) for x in inputs], pat.answers, prefix=pat.prefix(demos), **kwargs)
-    return r.p_norm.mean(0)
-
 def predict_nli(model, tok,                        # a causal LM and its tokenizer
                 queries:Sequence[dict],            # NLI records to score
-                pattern:str='gpt-3',               # a name in `PATTERNS`
+                pattern:str='gpt-3',               # a name in `PATTERN_NAMES`
                 demos:Sequence[dict]=(),           # demonstrations (ICL), () for the students
                 content_free:Sequence[str]=('N/A',), # content-free inputs for calibration
+                calibration:str='none',            # what `pred`/`correct` follow: a name in `CALIBRATIONS`
                 **kwargs                           # passed to `answer_probs` (batch_size, progress, ...)
                ) -> pd.DataFrame:
-    "One row per query: `icl_predict`'s columns, calibrated p(entailed) and prediction, heuristic and subcase."
-    t = icl_predict(model, tok, list(demos), queries, pattern, **kwargs)
-    cf = content_free_probs(model, tok, pattern, demos, content_free, **{k: v for k, v in kwargs.items() if k != 'progress'})
-    q = calibrate(np.stack([1 - t.pn_entail.values, t.pn_entail.values], 1), cf)
-    t['pc_entail'], t['cal_pred'] = q[:, 1], q.argmax(-1)
-    t['cal_correct'] = t.cal_pred == t.gold
+    "One row per query: `icl_predict`'s columns (raw, calibrated, prior-matched), heuristic, subcase and phenomenon."
+    t = icl_predict(model, tok, list(demos), queries, pattern, calibration, content_free, **kwargs)
     t['heuristic'] = [r.get('heuristic', 'all') for r in queries]
     t['subcase'] = [r.get('subcase', '') for r in queries]
+    t['phenomenon'] = [r.get('phenomenon', '') for r in queries]
     return t
+
+def _mean(g:pd.DataFrame, col:str) -> float:
+    "Mean of `col` in `g` (NaN when an older predictions table lacks it)."
+    return float(g[col].mean()) if col in g else float('nan')
 
 def summarize_nli(table:pd.DataFrame, # `predict_nli` output
                   split:str            # `eval` (in-domain) or `ood`
                  ) -> list[dict]:
-    "Tidy rows per heuristic (plus `all`) and gold label (plus `all`): accuracy, calibrated accuracy, AUC, non-answer rate, n."
+    "Tidy rows per heuristic (plus `all`) and gold label (plus `all`): accuracy, calibrated and prior-matched accuracy, AUC, non-answer rate, n."
     heur = ['all'] + (sorted(h for h in table.heuristic.unique() if h != 'all') if split == 'ood' else [])
     rows = []
     for h in heur:
@@ -328,8 +335,8 @@ def summarize_nli(table:pd.DataFrame, # `predict_nli` output
             g = th if lab == 'all' else th[th.gold == (1 if lab == 'entailed' else 0)]
             if not len(g): continue
             rows.append(dict(split=split, heuristic=h, label=lab, accuracy=float(g.correct.mean()), n=len(g),
-                             auc=auc(g.gold, g.pn_entail), calibrated_accuracy=float(g.cal_correct.mean()),
-                             non_answer_rate=float(1 - g.top_is_answer.mean())))
+                             auc=auc(g.gold, g.pn_entail), calibrated_accuracy=_mean(g, 'cal_correct'),
+                             prior_accuracy=_mean(g, 'prior_correct'), non_answer_rate=float(1 - g.top_is_answer.mean())))
     return rows
 
 # %% ../nbs/08a_distill.ipynb #5105c47f
@@ -355,16 +362,16 @@ def _memory_probe(args:str # JSON of the probe's arguments (see `measure_peak_me
         model, tok = load_model(a['model'], seed=a['seed'])
         cuda = model.device.type == 'cuda'
         if cuda: torch.cuda.reset_peak_memory_stats()
-        pat, n, bs = get_pattern(a['pattern']), a['n'], a['batch_size']
-        pool = load_nli(a['train_data'], 'train', seed=a['seed'])
+        pat, n, bs = get_pattern(a['pattern'], tok), a['n'], a['batch_size']
+        pool = load_nli(a['train_data'], 'train', seed=a['seed'], phenomena=a.get('phenomena'))
         if a['phase'] == 'infer':
             demos = build_demos(pool, a['k'], a['data_seed']) if a['method'] == 'icl' else []
-            queries = load_nli(a['eval_data'], 'eval', n=n, seed=a['seed'])[:n]
-            predict_nli(model, tok, queries, pat.name, demos, batch_size=bs)
+            queries = load_nli(a['eval_data'], 'eval', n=n, seed=a['seed'], phenomena=a.get('phenomena'))[:n]
+            predict_nli(model, tok, queries, pat, demos, batch_size=bs, calibration=a.get('calibration', 'none'))
         else:
             queries = pool[:n]
             ans = answer_token_ids(tok, pat.answers)
-            feats = student_features(tok, queries, pat.name)
+            feats = student_features(tok, queries, pat)
             width = len(ans) if a['kl'] == 'answer' else model.get_output_embeddings().weight.shape[0]
             if a['method'] == 'cd':
                 for f in feats: f['t_logits'] = np.zeros(width, np.float32)
@@ -380,13 +387,14 @@ def measure_peak_memory(method:str,               # a name in `METHOD_NAMES`
                         preset:str|Preset='smoke', # a preset name or object (models, data, batch size, lr)
                         phase:str='infer',         # `infer`, `train` or `baseline` (imports only)
                         k:int|None=None,           # demonstrations (ICL; default the preset's)
-                        pattern:str|None=None,     # default the preset's
+                        pattern:str|None=None,     # a name in `PATTERN_NAMES` (default the preset's)
                         student_mode:str|None=None, # `full`, `lora` or `bitfit` (default the preset's)
                         kl:str='answer',           # `answer` or `vocab`
                         data_seed:int=0,           # seed of the demonstrations
                         n:int|None=None,           # queries the probe runs (default two batches)
                         details:bool=False,        # return the probe's whole report (peak, baseline, device, seconds)
                         timeout:float=3600,        # seconds before the probe is abandoned
+                        calibration:str='none',    # what the inference phase's predictions follow (`CALIBRATIONS`)
                        ) -> float|dict:
     "Peak memory (MiB) of one method's `phase` in a fresh Python process: CPU peak RSS, CUDA max allocated."
     m, role = parse_method(method)
@@ -397,9 +405,10 @@ def measure_peak_memory(method:str,               # a name in `METHOD_NAMES`
     mode = student_mode or d.student_mode
     if mode not in MODES: raise ValueError(f"unknown student mode {mode!r}; expected one of: {', '.join(MODES)}")
     args = dict(method=m, phase=phase, model=d.teacher if role == 'teacher' else d.student, seed=p.seed,
-                k=d.k if k is None else k, data_seed=data_seed, pattern=get_pattern(pattern or d.pattern).name, mode=mode, kl=kl,
+                k=d.k if k is None else k, data_seed=data_seed, pattern=pattern_name(pattern or d.pattern), mode=mode, kl=kl,
+                calibration=check_calibration(calibration),
                 n=n or 2 * d.batch_size, batch_size=d.batch_size, lr=d.lora_lr if mode == 'lora' else d.lr, alpha=d.alpha, tau=d.tau,
-                train_data=d.train_data, eval_data=d.eval_data)
+                train_data=d.train_data, eval_data=d.eval_data, phenomena=d.phenomena)
     code = f"from inscl.distill import _memory_probe; _memory_probe({json.dumps(json.dumps(args))})"
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=timeout)
     lines = [l for l in r.stdout.splitlines() if l.startswith('INSCL_MEMORY ')]
@@ -410,14 +419,16 @@ def measure_peak_memory(method:str,               # a name in `METHOD_NAMES`
     return rep if details else rep['peak_mb']
 
 # %% ../nbs/08a_distill.ipynb #75721004
-RESULT_COLUMNS = ['run_id', 'method', 'teacher', 'student', 'k', 'data_seed', 'pattern', 'mode', 'split', 'heuristic', 'label',
-                  'accuracy', 'n', 'peak_mem_mb', 'train_seconds', 'auc', 'calibrated_accuracy', 'non_answer_rate']
+RESULT_COLUMNS = ['run_id', 'method', 'teacher', 'student', 'k', 'data_seed', 'pattern', 'mode', 'calibration', 'split', 'heuristic',
+                  'label', 'accuracy', 'n', 'peak_mem_mb', 'train_seconds', 'auc', 'calibrated_accuracy', 'prior_accuracy', 'non_answer_rate']
 
-def run_name(preset:str, method:str, k:int, data_seed:int, pattern:str, mode:str='-', kl:str='answer', extra:dict|None=None) -> str:
-    "The run id: `preset-method[-mode]-k<k>-pattern-s<seed>`, plus `-vocab` and a hash of any overrides."
+def run_name(preset:str, method:str, k:int, data_seed:int, pattern:str, mode:str='-', kl:str='answer', extra:dict|None=None,
+             calibration:str='none') -> str:
+    "The run id: `preset-method[-mode]-k<k>-pattern-s<seed>`, plus `-vocab`, a hash of any overrides, and `-<calibration>` unless `none`."
     rid = f"{preset}-{method_label(method)}" + (f'-{mode}' if mode != '-' else '') + f'-k{k}-{pattern}-s{data_seed}'
     if kl != 'answer': rid += f'-{kl}'
     if extra: rid += '-' + content_hash(extra, n=8)
+    if calibration != 'none': rid += f'-{calibration}'
     return rid
 
 def _finished(run:Path) -> bool:
@@ -429,34 +440,42 @@ def distill_run_id(method:str,                     # a name in `METHOD_NAMES`
                    preset:str|Preset='smoke',       # a preset name or object
                    k:int|None=None,                 # demonstrations (default the preset's; 0 for methods without them)
                    data_seed:int|None=None,         # data seed (default the preset's first)
-                   pattern:str|None=None,           # a name in `PATTERNS` (default the preset's)
+                   pattern:str|None=None,           # a name in `PATTERN_NAMES` (default the preset's)
                    student_mode:str|None=None,      # `full`, `lora` or `bitfit` (default the preset's)
                    kl:str='answer',                 # `answer` or `vocab`
                    alpha:float|None=None,           # weight of the KL term (default the preset's)
                    tau:float|None=None,             # temperature (default the preset's)
                    train_overrides:dict|None=None,  # TrainConfig fields replacing the preset's
+                   calibration:str|None=None,       # a name in `CALIBRATIONS` (default the preset's)
                   ) -> str:
     "The run id `run_distill` gives these settings (the batch runner names run folders with it)."
-    return _resolve(method, preset, k, data_seed, pattern, student_mode, kl, alpha, tau, train_overrides)['run_id']
+    return _resolve(method, preset, k, data_seed, pattern, student_mode, kl, alpha, tau, train_overrides, calibration)['run_id']
 
-def _resolve(method, preset, k, data_seed, pattern, student_mode, kl, alpha, tau, train_overrides) -> dict:
+def _resolve(method, preset, k, data_seed, pattern, student_mode, kl, alpha, tau, train_overrides, calibration=None) -> dict:
     "Settings of one run, the preset's defaults filled in and checked, with its run id."
     p = preset if isinstance(preset, Preset) else load_preset(preset)
     d = p.distill
     m, role = parse_method(method)
-    pat = get_pattern(pattern or d.pattern)
+    pname = pattern_name(pattern or d.pattern)
+    if calibration is None: calibration = 'none' if m == 'pbft' else d.calibration   # pbft ignores a preset default
+    check_calibration(calibration)
+    if m == 'pbft' and calibration != 'none':
+        raise ValueError(f"calibration={calibration!r}: method 'pbft' has no in-context scorer (nor teacher) to calibrate; use calibration='none'")
     mode = student_mode or d.student_mode
     if mode not in MODES: raise ValueError(f"unknown student mode {mode!r}; expected one of: {', '.join(MODES)}")
     if kl not in KL_KINDS: raise ValueError(f"unknown kl {kl!r}; expected one of: {', '.join(KL_KINDS)}")
+    if m == 'cd' and calibration != 'none' and kl != 'answer':
+        raise ValueError(f"calibration={calibration!r} re-weights the teacher's answer-word distribution; it cannot calibrate kl={kl!r}: use kl='answer'")
     alpha, tau = (d.alpha if alpha is None else alpha), (d.tau if tau is None else tau)
     check_alpha_tau(alpha, tau)
     trains = m in ('pbft', 'cd')
     mode = mode if trains else '-'
     extra = {kk: v for kk, v in dict(alpha=alpha, tau=tau).items() if m == 'cd' and v != getattr(d, kk)}
     if trains and train_overrides: extra.update(train_overrides)
-    r = dict(p=p, d=d, m=m, role=role, label=method_label(method), pat=pat, mode=mode, alpha=alpha, tau=tau, trains=trains,
-             data_seed=d.data_seeds[0] if data_seed is None else data_seed, k=(d.k if k is None else k) if m in ('icl', 'cd') else 0)
-    r['run_id'] = run_name(p.name, r['label'], r['k'], r['data_seed'], pat.name, mode, kl if m == 'cd' else 'answer', extra)
+    r = dict(p=p, d=d, m=m, role=role, label=method_label(method), pattern=pname, mode=mode, alpha=alpha, tau=tau, trains=trains,
+             data_seed=d.data_seeds[0] if data_seed is None else data_seed, k=(d.k if k is None else k) if m in ('icl', 'cd') else 0,
+             calibration=calibration)
+    r['run_id'] = run_name(p.name, r['label'], r['k'], r['data_seed'], pname, mode, kl if m == 'cd' else 'answer', extra, calibration)
     return r
 
 def _progress(run:Path, stage:str):
@@ -467,7 +486,7 @@ def run_distill(method:str,                      # a name in `METHOD_NAMES`
                 preset:str|Preset='smoke',       # a preset name or object
                 k:int|None=None,                 # demonstrations (ICL model or cd teacher; default the preset's)
                 data_seed:int|None=None,         # demonstration/training-set seed (default the preset's first)
-                pattern:str|None=None,           # a name in `PATTERNS` (default the preset's)
+                pattern:str|None=None,           # a name in `PATTERN_NAMES` (default the preset's)
                 student_mode:str|None=None,      # `full`, `lora` or `bitfit` (pbft, cd; default the preset's)
                 out_dir:Path|str|None=None,      # where run folders go (default the preset's runs_dir/distill)
                 kl:str='answer',                 # `answer` (answer-word KL) or `vocab` (needs one tokenizer)
@@ -477,11 +496,13 @@ def run_distill(method:str,                      # a name in `METHOD_NAMES`
                 train_overrides:dict|None=None,  # TrainConfig fields replacing the preset's (lr, epochs, ...)
                 progress:bool=True,              # progress bars
                 flush_denormal:bool=True,        # `torch.set_flush_denormal(True)` (process-wide): ~20x faster CPU training
+                calibration:str|None=None,       # `none`, `contextual` or `prior`: the ICL scorers' predictions, cd's teacher (default the preset's)
                ) -> pd.DataFrame:
     "Run one method of the distillation study for one data seed; return (and keep on disk) its tidy rows."
-    r = _resolve(method, preset, k, data_seed, pattern, student_mode, kl, alpha, tau, train_overrides)
-    p, d, m, role, label, pat, mode = (r[x] for x in ('p', 'd', 'm', 'role', 'label', 'pat', 'mode'))
-    alpha, tau, trains, data_seed, k, rid = (r[x] for x in ('alpha', 'tau', 'trains', 'data_seed', 'k', 'run_id'))
+    r = _resolve(method, preset, k, data_seed, pattern, student_mode, kl, alpha, tau, train_overrides, calibration)
+    p, d, m, role, label, pname, mode = (r[x] for x in ('p', 'd', 'm', 'role', 'label', 'pattern', 'mode'))
+    alpha, tau, trains, data_seed, k, rid, cal = (r[x] for x in ('alpha', 'tau', 'trains', 'data_seed', 'k', 'run_id', 'calibration'))
+    pred_cal = 'none' if trains else cal                 # cd calibrates its teacher; its student's predictions are read raw
     run = Path(out_dir or p.runs_dir/'distill')/rid
     if _finished(run): return load_table(run/'results.csv')
 
@@ -490,20 +511,27 @@ def run_distill(method:str,                      # a name in `METHOD_NAMES`
     data = distill_data(p, k, data_seed)                 # raises for k larger than the balanced pool
     name = d.teacher if role == 'teacher' else d.student
     for who in dict.fromkeys([name] + ([d.teacher] if m == 'cd' else [])):
-        answer_token_ids(load_tokenizer(who), pat.answers)  # one token each, else a ValueError naming word and tokenizer
+        wtok = load_tokenizer(who)                       # `chat` needs a chat template; answer words one token each
+        answer_token_ids(wtok, get_pattern(pname, wtok).answers)
     if m == 'cd' and kl == 'vocab': check_same_tokenizer(load_tokenizer(d.teacher), load_tokenizer(d.student), d.teacher, d.student)
     info = dict(run_id=rid, preset=p.name, method=label, teacher=d.teacher, student=d.student, model=name, k=k, data_seed=data_seed,
-                pattern=pat.name, mode=mode, kl=kl, alpha=alpha, tau=tau, n_train=len(data['train']) if trains else 0,
+                pattern=pname, mode=mode, kl=kl, alpha=alpha, tau=tau, calibration=cal, n_train=len(data['train']) if trains else 0,
                 n_eval=len(data['eval']), n_ood=len(data['ood']), demo_ids=[r['id'] for r in data['demos']] if m in ('icl', 'cd') else [],
                 train_overrides=train_overrides or {}, finished=False)
     seed_everything(p.seed)
     tp, t0 = None, time.perf_counter()
     if m == 'cd':
         _progress(run, 'teacher')
-        tp = teacher_probs(d.teacher, data['train'], data['demos'], pat.name, data_seed, kl, batch_size=d.batch_size, progress=progress, seed=p.seed)
+        tp = teacher_probs(d.teacher, data['train'], data['demos'], pname, data_seed, kl, batch_size=d.batch_size, progress=progress, seed=p.seed)
+        gold = np.array([r['gold'] for r in data['train']])
+        by = {c: tp.calibrated(c) for c in CALIBRATIONS}
         info.update(teacher_seconds=round(time.perf_counter() - t0, 2), teacher_cached=tp.cached,
-                    teacher_train_accuracy=float((tp.p.argmax(-1) == [r['gold'] for r in data['train']]).mean()),
-                    teacher_non_answer_rate=float(1 - tp.top_is_answer.mean()), teacher_cache=str(tp.path))
+                    teacher_train_accuracy=float((tp.p.argmax(-1) == gold).mean()),
+                    teacher_train_accuracy_calibrated=float((by[cal].argmax(-1) == gold).mean()),
+                    teacher_train_accuracy_by_calibration={c: float((q.argmax(-1) == gold).mean()) for c, q in by.items()},
+                    teacher_mean_p_yes_by_calibration={c: float(q[:, 1].mean()) for c, q in by.items()},
+                    teacher_p_cf=tp.p_cf.mean(0).tolist(), teacher_non_answer_rate=float(1 - tp.top_is_answer.mean()), teacher_cache=str(tp.path))
+        tp = calibrated_teacher(tp, cal, kl)             # the distribution the student learns
         gc.collect()
     model, tok = load_model(name, preset=p.name, seed=p.seed)
     info['model_info'] = model_info(model)
@@ -512,15 +540,16 @@ def run_distill(method:str,                      # a name in `METHOD_NAMES`
         _progress(run, 'train')
         cfg = TrainConfig.from_preset(d, **{'mode': mode, 'seed': data_seed, 'lr': d.lora_lr if mode == 'lora' else d.lr, **(train_overrides or {})})
         seed_everything(data_seed)
-        stats = train_student(model, tok, data['train'], cfg, pat.name, tp, alpha if m == 'cd' else 0.0, tau, kl, progress)
+        stats = train_student(model, tok, data['train'], cfg, pname, tp, alpha if m == 'cd' else 0.0, tau, kl, progress)
         train_seconds = stats['seconds']
-        if tp is not None: info['kl_train_after'] = answer_kl(tp.logits, _student_logits(model, tok, data['train'], pat.name))
+        if tp is not None: info['kl_train_after'] = answer_kl(tp.logits, _student_logits(model, tok, data['train'], pname))
         info.update(train_config=cfg.__dict__, loss=stats['loss'], final_loss=stats['final_loss'], n_trainable=stats['n_trainable'],
                     train_steps=stats['steps'])
     t0 = time.perf_counter()
     _progress(run, 'evaluate')
     demos = data['demos'] if m == 'icl' else []
-    tables = {s: predict_nli(model, tok, data[s], pat.name, demos, batch_size=d.batch_size, progress=progress) for s in ('eval', 'ood')}
+    tables = {s: predict_nli(model, tok, data[s], pname, demos, calibration=pred_cal, batch_size=d.batch_size, progress=progress)
+              for s in ('eval', 'ood')}
     info['eval_seconds'] = round(time.perf_counter() - t0, 2)
     del model; gc.collect()
     mem = dict(train=float('nan'), infer=float('nan'))
@@ -528,12 +557,13 @@ def run_distill(method:str,                      # a name in `METHOD_NAMES`
         _progress(run, 'memory')
         t0 = time.perf_counter()
         for ph in (('train', 'infer') if trains else ('infer',)):
-            mem[ph] = measure_peak_memory(method, p, ph, k=k, pattern=pat.name, student_mode=mode if trains else None, kl=kl, data_seed=data_seed)
+            mem[ph] = measure_peak_memory(method, p, ph, k=k, pattern=pname, student_mode=mode if trains else None, kl=kl, data_seed=data_seed,
+                                          calibration=pred_cal)
         info['memory_seconds'] = round(time.perf_counter() - t0, 2)
     peak = float(np.nanmax([mem['train'], mem['infer']])) if memory else float('nan')
     info.update(peak_mem_mb_train=mem['train'], peak_mem_mb_infer=mem['infer'])
-    base = dict(run_id=rid, method=label, teacher=d.teacher, student=d.student, k=k, data_seed=data_seed, pattern=pat.name, mode=mode,
-                peak_mem_mb=peak, train_seconds=round(train_seconds, 2))
+    base = dict(run_id=rid, method=label, teacher=d.teacher, student=d.student, k=k, data_seed=data_seed, pattern=pname, mode=mode,
+                calibration=cal, peak_mem_mb=peak, train_seconds=round(train_seconds, 2))
     rows = [{**base, **r} for s, t in tables.items() for r in summarize_nli(t, s)]
     df = pd.DataFrame(rows, columns=RESULT_COLUMNS)
     preds = pd.concat([t.assign(split=s) for s, t in tables.items()], ignore_index=True)
@@ -545,5 +575,5 @@ def run_distill(method:str,                      # a name in `METHOD_NAMES`
 
 def _student_logits(model, tok, queries:Sequence[dict], pattern:str) -> np.ndarray:
     "(n, A) the model's answer-word logits on `queries` without context."
-    pat = get_pattern(pattern)
+    pat = get_pattern(pattern, tok)
     return answer_probs(model, tok, [pat.format(q['premise'], q['hypothesis']) for q in queries], pat.answers).logits

@@ -1,5 +1,6 @@
-"""Prompt patterns, class-balanced demonstrations, and answer-word probabilities with the
-demonstration prefix encoded once and its KV cache reused for every query.
+"""Prompt patterns (Mosbach et al.'s, an instruction and a chat-template pattern), class-balanced
+demonstrations, answer-word probabilities with the demonstration prefix encoded once and its KV
+cache reused for every query, and contextual or prior-matching calibration.
 
 Docs: https://inscl.github.io/inscl/icl.html.md"""
 
@@ -7,7 +8,7 @@ Docs: https://inscl.github.io/inscl/icl.html.md"""
 
 # %% ../nbs/08_icl.ipynb #ffed8214
 from __future__ import annotations
-import copy
+import copy, warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Sequence
@@ -15,17 +16,20 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['PATTERNS', 'Pattern', 'get_pattern', 'build_demos', 'answer_token_ids', 'AnswerProbs', 'answer_probs', 'icl_predict',
-           'ICLScore', 'score_icl']
+__all__ = ['PATTERNS', 'PATTERN_NAMES', 'CHAT_INSTRUCTION', 'CHAT_ANSWERS', 'CALIBRATIONS', 'Pattern', 'chat_pattern',
+           'get_pattern', 'pattern_name', 'build_demos', 'answer_token_ids', 'AnswerProbs', 'answer_probs',
+           'check_calibration', 'calibrate', 'prior_weights', 'prior_match', 'apply_calibration', 'content_free_probs',
+           'icl_predict', 'ICLScore', 'score_icl']
 
 # %% ../nbs/08_icl.ipynb #6ec3b4ce
 @dataclass(frozen=True)
 class Pattern:
     "A prompt pattern: query template and answer words, indexed by gold (0 = not entailed, 1 = entailed)."
-    name:str              # `minimal`, `gpt-3` or `eval-harness`
+    name:str              # a name in `PATTERN_NAMES`
     template:str          # query text with `{premise}` and `{hypothesis}`; ends just before the answer word
-    answers:tuple         # answer words with their leading space: (`answers[0]` for gold 0, `answers[1]` for gold 1)
-    sep:str = '\n\n'      # between demonstrations (a blank line)
+    answers:tuple         # answer words with their leading separator: (`answers[0]` for gold 0, `answers[1]` for gold 1)
+    sep:str = '\n\n'      # after each demonstration (a blank line; a chat template's end of the assistant turn)
+    head:str = ''         # text before the first demonstration (a chat template's system header; '' for plain patterns)
 
     def format(self, premise:str, hypothesis:str) -> str:
         "The query text for one pair (ends just before the answer word)."
@@ -36,21 +40,69 @@ class Pattern:
         return self.format(premise, hypothesis) + self.answers[int(gold)]
 
     def prefix(self, demos:Sequence[dict]) -> str:
-        "The demonstration prefix: demos separated by a blank line, then a blank line before the query ('' when none)."
-        return ''.join(self.demo(d['premise'], d['hypothesis'], d['gold']) + self.sep for d in demos)
+        "The text before the query: the head, then each demo followed by `sep` ('' for a plain pattern without demos)."
+        return self.head + ''.join(self.demo(d['premise'], d['hypothesis'], d['gold']) + self.sep for d in demos)
 
 PATTERNS = {p.name: p for p in [
     Pattern('minimal', '{premise} {hypothesis} ?', (' No', ' Yes')),
     Pattern('gpt-3', '{premise} question: {hypothesis} Yes or No? answer:', (' No', ' Yes')),
     Pattern('eval-harness', '{premise} \nQuestion: {hypothesis} True or False?\nAnswer:', (' False', ' True')),
+    Pattern('instruction', 'Premise: {premise}\nHypothesis: {hypothesis}\nDoes the premise entail the hypothesis? Yes or No?\nAnswer:', (' No', ' Yes')),
 ]}
+PATTERN_NAMES = (*PATTERNS, 'chat')  # every pattern name; `chat` is built per tokenizer (`chat_pattern`)
 
-def get_pattern(name:str|Pattern # a name in `PATTERNS`, or a `Pattern`
+# %% ../nbs/08_icl.ipynb #e2109e8c
+CHAT_INSTRUCTION = 'Premise: {premise}\nHypothesis: {hypothesis}\nDoes the premise entail the hypothesis? Answer Yes or No.'
+CHAT_ANSWERS = ('No', 'Yes')
+_S = ('INSCLUSERONE', 'INSCLANSWERONE', 'INSCLUSERTWO')  # sentinel message contents
+
+def _tok_name(tok) -> str:
+    return f"{type(tok).__name__} ({getattr(tok, 'name_or_path', '')!r})"
+
+def chat_pattern(tok,                                  # a tokenizer with a chat template
+                 instruction:str=CHAT_INSTRUCTION,     # the user turn, with `{premise}` and `{hypothesis}`
+                 answers:tuple=CHAT_ANSWERS,           # the assistant's answer words (gold 0, gold 1), no leading space
+                ) -> Pattern:
+    "The `chat` pattern for `tok`: demonstrations as user/assistant turns of its chat template, the query as the last user turn."
+    if not getattr(tok, 'chat_template', None):
+        raise ValueError(f"tokenizer {_tok_name(tok)} has no chat template; pattern 'chat' needs an instruction-tuned model's tokenizer "
+                         f"(e.g. smollm2-135m-instruct); use pattern 'instruction' for a base model")
+    u1, a1, u2 = _S
+    render = lambda msgs, gen: tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)
+    full = render([dict(role='user', content=u1), dict(role='assistant', content=a1), dict(role='user', content=u2)], True)
+    closed = render([dict(role='user', content=u1), dict(role='assistant', content=a1)], False)
+    before_u1, rest = full.split(u1, 1)
+    to_answer, rest = rest.split(a1, 1)                   # end of user turn + start of assistant turn
+    between, after_u2 = rest.split(u2, 1)                 # end of assistant turn + start of user turn; then as `to_answer`
+    end_turn = closed.split(a1, 1)[1]                     # end of an assistant turn
+    bad = lambda why: ValueError(f"the chat template of tokenizer {_tok_name(tok)} cannot be cut into a pattern: {why}")
+    if after_u2 != to_answer: raise bad(f"the text after the second user turn ({after_u2!r}) differs from the first ({to_answer!r})")
+    if not between.startswith(end_turn): raise bad(f"the text between turns ({between!r}) does not start with the end of an assistant turn ({end_turn!r})")
+    open_user = between[len(end_turn):]
+    if not before_u1.endswith(open_user): raise bad(f"the first user turn does not open with {open_user!r}")
+    head = before_u1[:len(before_u1) - len(open_user)]
+    bos = tok.bos_token
+    if bos and head.startswith(bos) and tok('a')['input_ids'][:1] == [tok.bos_token_id]: head = head[len(bos):]  # the tokenizer adds it
+    esc = lambda s: s.replace('{', '{{').replace('}', '}}')
+    return Pattern('chat', esc(open_user) + instruction + esc(to_answer), tuple(answers), sep=end_turn, head=head)
+
+def get_pattern(name:str|Pattern, # a name in `PATTERN_NAMES`, or a `Pattern`
+                tok=None,         # the tokenizer the pattern is for (needed by `chat`)
                ) -> Pattern:
-    "The pattern called `name` (ValueError listing the valid names)."
+    "The pattern called `name`, for `tok` when it depends on the tokenizer (ValueError listing the valid names)."
     if isinstance(name, Pattern): return name
-    if name not in PATTERNS: raise ValueError(f"unknown pattern {name!r}; expected one of: {', '.join(PATTERNS)}")
+    if name == 'chat':
+        if tok is None: raise ValueError("pattern 'chat' renders a tokenizer's chat template: pass the tokenizer, get_pattern('chat', tok)")
+        return chat_pattern(tok)
+    if name not in PATTERNS: raise ValueError(f"unknown pattern {name!r}; expected one of: {', '.join(PATTERN_NAMES)}")
     return PATTERNS[name]
+
+def pattern_name(pattern:str|Pattern # a name in `PATTERN_NAMES`, or a `Pattern`
+                ) -> str:
+    "The name of `pattern`, checked (ValueError listing the valid names); needs no tokenizer."
+    if isinstance(pattern, Pattern): return pattern.name
+    if pattern not in PATTERN_NAMES: raise ValueError(f"unknown pattern {pattern!r}; expected one of: {', '.join(PATTERN_NAMES)}")
+    return pattern
 
 # %% ../nbs/08_icl.ipynb #530e30a4
 def build_demos(train:Sequence[dict], # NLI records `{'id','premise','hypothesis','label','gold'}`
@@ -218,32 +270,126 @@ def answer_probs(model,                   # a causal LM (transformers)
                        top_is_answer=np.isin(top.numpy(), ans), answer_ids=ans, n_prefix=n_pre, vocab_logits=vocab)
 
 # %% ../nbs/08_icl.ipynb #8db3e10a
+CALIBRATIONS = ('none', 'contextual', 'prior')
+
+def check_calibration(how:str # a name in `CALIBRATIONS`
+                     ) -> str:
+    "`how`, checked: ValueError naming it and the valid names otherwise."
+    if how not in CALIBRATIONS: raise ValueError(f"unknown calibration {how!r}; expected one of: {', '.join(CALIBRATIONS)}")
+    return how
+
+def _renorm(p) -> np.ndarray:
+    p = np.asarray(p, float)
+    return p / p.sum(-1, keepdims=True)
+
+def calibrate(p:np.ndarray,    # (n, A) answer-word probabilities (renormalised here)
+              p_cf:np.ndarray  # (A,) or (m, A) answer-word probabilities for content-free inputs (averaged over m)
+             ) -> np.ndarray:
+    "Contextual calibration (Zhao et al. 2021): divide by the content-free probabilities and renormalise."
+    cf = _renorm(p_cf)
+    if cf.ndim == 2: cf = cf.mean(0)
+    return _renorm(_renorm(p) / cf)
+
+# %% ../nbs/08_icl.ipynb #4a903ca1
+def prior_weights(fit:np.ndarray,              # (m, A) answer-word probabilities of the unlabelled fitting queries
+                  prior:Sequence[float]|None=None, # (A,) target mean distribution (default uniform)
+                  iters:int=1000,             # iterations at most
+                  tol:float=1e-10,            # stop when every mean is within `tol` of the prior
+                 ) -> np.ndarray:
+    "(A,) answer weights w (w[0] = 1) that make the mean of the renormalised `fit * w` equal `prior` (iterative proportional fitting)."
+    fit = _renorm(fit)
+    if fit.ndim != 2 or not len(fit): raise ValueError(f"prior matching needs a non-empty (m, A) array of probabilities, got shape {fit.shape}")
+    A = fit.shape[1]
+    prior = np.full(A, 1 / A) if prior is None else np.asarray(prior, float)
+    if prior.shape != (A,) or (prior <= 0).any() or abs(prior.sum() - 1) > 1e-6:
+        raise ValueError(f"prior {prior.tolist()} must be {A} positive numbers that sum to 1")
+    if (dead := np.flatnonzero(fit.max(0) <= 0)).size:
+        raise ValueError(f"answer column(s) {dead.tolist()} have probability 0 on every fitting query: no weights can match the prior")
+    w = np.ones(A)
+    for _ in range(iters):
+        m = _renorm(fit * w).mean(0)
+        if np.abs(m - prior).max() < tol: break
+        w = w * prior / m
+        w = w / w[0]
+    else: warnings.warn(f"prior matching did not converge in {iters} iterations (largest gap {np.abs(m - prior).max():.2e})")
+    return w
+
+def prior_match(p:np.ndarray,                  # (n, A) answer-word probabilities to calibrate (renormalised here)
+                prior:Sequence[float]|None=None, # (A,) target mean distribution (default uniform)
+                fit:np.ndarray|None=None,      # (m, A) unlabelled queries the weights are fitted on (default: `p` itself)
+                iters:int=1000,                # iterations at most
+                tol:float=1e-10,               # convergence tolerance on the means
+               ) -> np.ndarray:
+    "Prior matching: re-weight the answer words so that their mean over `fit` is `prior`, apply to `p`, renormalise (no labels used)."
+    p = _renorm(p)
+    return _renorm(p * prior_weights(p if fit is None else fit, prior, iters, tol))
+
+def apply_calibration(p:np.ndarray,               # (n, A) answer-word probabilities
+                      how:str,                    # a name in `CALIBRATIONS`
+                      p_cf:np.ndarray|None=None,  # content-free probabilities (`contextual`)
+                      fit:np.ndarray|None=None,   # fitting queries for `prior` (default: `p` itself)
+                     ) -> np.ndarray:
+    "(n, A) calibrated answer-word distribution: `none` (renormalised), `contextual` or `prior`."
+    check_calibration(how)
+    if how == 'none': return _renorm(p)
+    if how == 'contextual':
+        if p_cf is None: raise ValueError("calibration 'contextual' needs the content-free probabilities p_cf")
+        return calibrate(p, p_cf)
+    return prior_match(p, fit=fit)
+
+# %% ../nbs/08_icl.ipynb #d2f85039
+def content_free_probs(model, tok,                      # a causal LM and its tokenizer
+                       pattern:str|Pattern='gpt-3',     # a name in `PATTERN_NAMES`
+                       demos:Sequence[dict]=(),         # the demonstrations the scored prompts use
+                       inputs:Sequence[str]=('N/A',),   # content-free strings, used as premise and hypothesis
+                       **kwargs                         # passed to `answer_probs`
+                      ) -> np.ndarray:
+    "(A,) answer-word distribution for content-free queries after `demos`, averaged over `inputs`."
+    pat = get_pattern(pattern, tok)
+    r = answer_probs(model, tok, [pat.format(x, x) for x in inputs], pat.answers, prefix=pat.prefix(demos), **kwargs)
+    return r.p_norm.mean(0)
+
+# %% ../nbs/08_icl.ipynb #fbb24894
 def icl_predict(model,                  # a causal LM
                 tok,                    # its tokenizer
                 demos:Sequence[dict],   # demonstrations (`build_demos`), [] for zero-shot
                 queries:Sequence[dict], # NLI records to predict
-                pattern:str|Pattern='gpt-3', # a name in `PATTERNS`
+                pattern:str|Pattern='gpt-3', # a name in `PATTERN_NAMES`
+                calibration:str='none', # what `pred`/`correct` follow: a name in `CALIBRATIONS`
+                content_free:Sequence[str]=('N/A',), # content-free inputs of contextual calibration
                 **kwargs,               # passed to `answer_probs` (batch_size, use_cache, autocast, progress, ...)
                ) -> pd.DataFrame:
-    "One row per query: id, gold, answer-word probabilities, prediction, correctness, whether the top token is an answer word."
-    pat = get_pattern(pattern)
-    r = answer_probs(model, tok, [pat.format(q['premise'], q['hypothesis']) for q in queries], pat.answers,
-                     prefix=pat.prefix(demos), **kwargs)
+    "One row per query: id, gold, answer-word probabilities raw and calibrated, predictions, correctness, top token."
+    check_calibration(calibration)
+    if not len(queries): raise ValueError('icl_predict: no queries')
+    if not len(content_free): raise ValueError("icl_predict: content_free is empty; contextual calibration needs a content-free input such as 'N/A'")
+    pat, n = get_pattern(pattern, tok), len(queries)
+    prompts = [pat.format(q['premise'], q['hypothesis']) for q in queries] + [pat.format(x, x) for x in content_free]
+    r = answer_probs(model, tok, prompts, pat.answers, prefix=pat.prefix(demos), **kwargs)
+    p, p_cf = r.p_norm[:n], r.p_norm[n:]
     gold = np.array([int(q['gold']) for q in queries])
-    return pd.DataFrame(dict(id=[q['id'] for q in queries], gold=gold, p_not=r.p[:, 0], p_entail=r.p[:, 1],
-                             pn_entail=r.p_norm[:, 1], pred=r.pred, correct=r.pred == gold,
-                             top_is_answer=r.top_is_answer, top_token=tok.convert_ids_to_tokens(r.top_id.tolist())))
+    raw, pc, pp = r.p[:n].argmax(-1), calibrate(p, p_cf), prior_match(p)
+    cal, pri = pc.argmax(-1), pp.argmax(-1)
+    pred = {'none': raw, 'contextual': cal, 'prior': pri}[calibration]
+    t = pd.DataFrame(dict(id=[q['id'] for q in queries], gold=gold, p_not=r.p[:n, 0], p_entail=r.p[:n, 1], pn_entail=p[:, 1],
+                          pc_entail=pc[:, 1], pp_entail=pp[:, 1], pred=pred, correct=pred == gold, cal_pred=cal, cal_correct=cal == gold,
+                          prior_pred=pri, prior_correct=pri == gold, top_is_answer=r.top_is_answer[:n],
+                          top_token=tok.convert_ids_to_tokens(r.top_id[:n].tolist())))
+    t.attrs.update(calibration=calibration, p_cf=p_cf.mean(0).tolist())   # lists: attrs must compare with == (pd.concat)
+    return t
 
 @dataclass
 class ICLScore:
     "Result of `score_icl`: the per-query table and its summary."
     table:pd.DataFrame    # `icl_predict`'s table
-    accuracy:float        # share of queries whose answer-word argmax is the gold answer
+    accuracy:float        # share of queries whose prediction (after `calibration`) is the gold answer
     non_answer_rate:float # share of queries whose full-vocabulary argmax is not an answer word
     demo_ids:list         # ids of the demonstrations, in prompt order
     k:int                 # number of demonstrations
     data_seed:int         # seed of the demonstration draw
     pattern:str           # pattern name
+    calibration:str = 'none' # what the predictions follow (`CALIBRATIONS`)
+    p_cf:list|None = None # the content-free answer-word distribution
 
 def score_icl(model,                  # a causal LM
               tok,                    # its tokenizer
@@ -251,12 +397,14 @@ def score_icl(model,                  # a causal LM
               queries:Sequence[dict], # NLI records to predict (never used as demonstrations)
               k:int,                  # number of demonstrations (0: zero-shot)
               data_seed:int,          # seed of the demonstration draw
-              pattern:str='gpt-3',    # a name in `PATTERNS`
+              pattern:str='gpt-3',    # a name in `PATTERN_NAMES`
               balanced:bool=True,     # class-balanced demonstrations
+              calibration:str='none', # what the predictions follow: a name in `CALIBRATIONS`
+              content_free:Sequence[str]=('N/A',), # content-free inputs of contextual calibration
               **kwargs,               # passed to `answer_probs`
              ) -> ICLScore:
     "k-shot ICL on `queries` with demonstrations drawn from `train` for `data_seed`: table, accuracy, non-answer rate."
     demos = build_demos(train, k, data_seed, balanced=balanced, exclude_ids=[q['id'] for q in queries])
-    t = icl_predict(model, tok, demos, queries, pattern, **kwargs)
+    t = icl_predict(model, tok, demos, queries, pattern, calibration, content_free, **kwargs)
     return ICLScore(t, float(t.correct.mean()), float(1 - t.top_is_answer.mean()), [d['id'] for d in demos],
-                    k, data_seed, get_pattern(pattern).name)
+                    k, data_seed, pattern_name(pattern), calibration, t.attrs['p_cf'])

@@ -12,8 +12,8 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['LABEL_GOLD', 'MNLI_LABELS', 'RTE_LABELS', 'HANS_LABELS', 'HEURISTICS', 'NLI_PEOPLE', 'NLI_TVERBS', 'NLI_IVERBS',
-           'NLI_ACTIVITIES', 'NLI_HYPERNYMS', 'NLI_SEE_FRAMES', 'NLI_OBJECTS', 'NLI_SYNONYMS', 'NLI_COLOURS',
-           'NLI_TIMES', 'NLI_PLACES', 'NLI_ANTONYMS', 'NLI_COMPARATIVES', 'PHENOMENA', 'HANS_PEOPLE', 'HANS_TVERBS',
+           'NLI_HYPERNYMS', 'NLI_THING_FRAMES', 'NLI_TIMES', 'NLI_ROOMS', 'NLI_OUTSIDE', 'NLI_ELSEWHERE',
+           'NLI_ANTONYMS', 'NLI_COMPARATIVES', 'NLI_LABELS', 'PHENOMENA', 'SPLIT_PARTS', 'HANS_PEOPLE', 'HANS_TVERBS',
            'HANS_IVERBS', 'HANS_PREPS', 'HANS_NPS_VERBS', 'HANS_NPZ_VERBS', 'HANS_PARTICIPLES', 'HANS_VENUES',
            'HANS_OBJ_VERBS', 'HANS_ADJECTIVES', 'HANS_IF', 'HANS_SINCE', 'HANS_NONFACTIVE', 'HANS_FACTIVE',
            'HANS_HEDGES', 'HANS_CERTAIN', 'HANS_SUBORD', 'HANS_SUBCASES', 'NLI_ROLES', 'binarize_records',
@@ -284,25 +284,26 @@ def load_hans(source:str|Path,            # file, folder, `local:PATH`, `hub:han
 NLI_PEOPLE = ('doctor', 'lawyer', 'teacher', 'farmer', 'baker', 'pilot', 'nurse', 'student',
               'singer', 'painter', 'driver', 'chef', 'dancer', 'waiter', 'clerk', 'soldier')
 NLI_TVERBS = ('saw', 'visited', 'called', 'followed', 'greeted', 'watched', 'photographed', 'helped', 'invited', 'hired')
-NLI_IVERBS = (('left', 'leave'), ('arrived', 'arrive'), ('laughed', 'laugh'), ('slept', 'sleep'), ('cheered', 'cheer'), ('smiled', 'smile'))
-NLI_ACTIVITIES = ('sleeping', 'running', 'singing', 'reading', 'cooking', 'swimming', 'working', 'dancing')
+NLI_IVERBS = (('left', 'leave'), ('arrived', 'arrive'), ('laughed', 'laugh'), ('slept', 'sleep'), ('cheered', 'cheer'),
+              ('smiled', 'smile'), ('cried', 'cry'), ('waited', 'wait'))
 NLI_HYPERNYMS = {'dog': 'animal', 'cat': 'animal', 'horse': 'animal', 'rabbit': 'animal', 'rose': 'flower',
-                 'tulip': 'flower', 'apple': 'fruit', 'banana': 'fruit', 'pear': 'fruit', 'car': 'vehicle',
-                 'bus': 'vehicle', 'truck': 'vehicle', 'guitar': 'instrument', 'violin': 'instrument',
-                 'drum': 'instrument', 'hammer': 'tool', 'shovel': 'tool'}
-NLI_SEE_FRAMES = ('is looking at', 'is drawing', 'is painting', 'saw', 'photographed')
-NLI_OBJECTS = ('lamp', 'clock', 'chair', 'table', 'radio', 'bike', 'kettle', 'camera')
-NLI_SYNONYMS = (('bought', 'purchased'), ('fixed', 'repaired'), ('chose', 'selected'), ('threw away', 'discarded'))
-NLI_COLOURS = ('red', 'blue', 'green', 'small', 'large', 'old', 'new')
+                 'tulip': 'flower', 'daisy': 'flower', 'apple': 'fruit', 'banana': 'fruit', 'pear': 'fruit',
+                 'car': 'vehicle', 'bus': 'vehicle', 'truck': 'vehicle', 'guitar': 'instrument', 'violin': 'instrument',
+                 'drum': 'instrument', 'hammer': 'tool', 'shovel': 'tool', 'saw': 'tool'}
+NLI_THING_FRAMES = ("the {a}'s gift is", 'the thing in the {a}\'s bag is', 'the picture the {a} drew is of',
+                    'the thing the {a} bought is')
 NLI_TIMES = ('yesterday', 'on Monday', 'on Friday', 'at noon', 'last night', 'this morning', 'in the evening', 'after lunch')
-NLI_PLACES = ('kitchen', 'garden', 'library', 'office', 'park', 'station', 'cellar', 'attic')
+NLI_ROOMS = ('kitchen', 'attic', 'cellar', 'bedroom', 'bathroom')
+NLI_OUTSIDE = ('garden', 'park', 'yard')
+NLI_ELSEWHERE = ('library', 'office', 'station', 'museum')
 NLI_ANTONYMS = (('door', 'open', 'closed'), ('window', 'open', 'closed'), ('glass', 'full', 'empty'),
                 ('bottle', 'full', 'empty'), ('box', 'full', 'empty'), ('soup', 'hot', 'cold'), ('tea', 'hot', 'cold'),
                 ('oven', 'hot', 'cold'), ('floor', 'wet', 'dry'), ('towel', 'wet', 'dry'), ('shirt', 'clean', 'dirty'),
-                ('kitchen', 'clean', 'dirty'), ('bag', 'heavy', 'light'), ('lamp', 'on', 'off'),
-                ('room', 'dark', 'bright'), ('coffee', 'sweet', 'bitter'))
+                ('kitchen', 'clean', 'dirty'), ('lamp', 'on', 'off'), ('room', 'dark', 'bright'), ('radio', 'loud', 'quiet'),
+                ('coat', 'wet', 'dry'), ('cup', 'full', 'empty'))
 NLI_COMPARATIVES = (('taller', 'shorter'), ('older', 'younger'), ('faster', 'slower'),
                     ('richer', 'poorer'), ('stronger', 'weaker'), ('heavier', 'lighter'))
+NLI_LABELS = ('entailment', 'contradiction', 'neutral')
 
 # %% ../nbs/00a_nli.ipynb #2d5d54bb
 def _pick(rng, seq):
@@ -316,130 +317,92 @@ def _people(rng, k:int, pool=NLI_PEOPLE) -> list[str]:
 def _a(word:str) -> str: return ('an ' if word[0] in 'aeiou' else 'a ') + word
 def _s(text:str) -> str: return text[0].upper() + text[1:] + '.'
 
-def _when(rng) -> str:
-    "Nothing, or a time adverbial (the same one goes into premise and hypothesis)."
-    return _pick(rng, ['', *(' ' + t for t in NLI_TIMES)])
+def _time(rng) -> str:
+    "A time adverbial with its leading space."
+    return ' ' + _pick(rng, NLI_TIMES)
 
 def _flip(rng, p, h):
     "(p, h) or (h, p) with equal chance."
     return (p, h) if rng.random() < .5 else (h, p)
 
 # %% ../nbs/00a_nli.ipynb #e8fc4dcc
-def _identity(rng, label):
-    a, b = _people(rng, 2)
-    p = _pick(rng, [f'the {a} {_pick(rng, NLI_TVERBS)} the {b}', f'the {a} {_pick(rng, NLI_IVERBS)[0]}',
-                    f'the {a} is {_pick(rng, NLI_ACTIVITIES)}', f'the {a} is in the {_pick(rng, NLI_PLACES)}'])
-    return _s(p), _s(p)
+def _negation(rng, label):
+    a, (past, base), t = _pick(rng, NLI_PEOPLE), _pick(rng, NLI_IVERBS), _time(rng)
+    pos, neg = f'the {a} {past}', f'the {a} did not {base}'
+    if label == 'entailment': return _s(pos + t), _s(pos)   # a positive sentence with its adverbial dropped
+    if label == 'contradiction':
+        t = _pick(rng, ['', t])
+        return _flip(rng, _s(pos + t), _s(neg + t))
+    return _s(pos), _s(pos + t)
 
-def _synonym(rng, label):
-    a, o = _pick(rng, NLI_PEOPLE), _pick(rng, NLI_OBJECTS)
-    v, t = _pick(rng, NLI_SYNONYMS), _when(rng)
+def _antonym(rng, label):
+    (o, x, y) = _pick(rng, NLI_ANTONYMS)
+    if rng.random() < .5: x, y = y, x
+    subj = f"the {_pick(rng, NLI_PEOPLE)}'s {o}"
+    if label == 'entailment': return _s(f'{subj} is {x}'), _s(f'{subj} is not {y}')
+    if label == 'contradiction': return _s(f'{subj} is {x}'), _s(f'{subj} is {y}')
+    return _s(f'{subj} is not {y}'), _s(f'{subj} is {x}')
+
+def _hypernym(rng, label):
+    frame = _pick(rng, NLI_THING_FRAMES).format(a=_pick(rng, NLI_PEOPLE))
+    x = _pick(rng, sorted(NLI_HYPERNYMS))
+    gen = NLI_HYPERNYMS[x]
+    if label == 'contradiction': gen = _pick(rng, sorted({c for c in NLI_HYPERNYMS.values() if c != gen}))
+    spec, cat = _s(f'{frame} {_a(x)}'), _s(f'{frame} {_a(gen)}')
+    return (cat, spec) if label == 'neutral' else (spec, cat)
+
+_QUANT_PAIRS = {'entailment': [('All', 'Some', ''), ('All', 'All', 'drop'), ('None', 'None', 'add')],
+                'contradiction': [('All', 'None', ''), ('None', 'All', ''), ('None', 'Some', ''), ('Some', 'None', '')],
+                'neutral': [('Some', 'All', '')]}
+
+def _quantifier(rng, label):
+    a, v, t = _pick(rng, NLI_PEOPLE), _pick(rng, NLI_IVERBS)[0], _time(rng)
+    qp, qh, edit = _pick(rng, _QUANT_PAIRS[label])
+    tp, th = {'drop': (t, ''), 'add': ('', t)}.get(edit, (_pick(rng, ['', t]),) * 2)
+    return f'{qp} of the {a}s {v}{tp}.', f'{qh} of the {a}s {v}{th}.'
+
+def _comparative(rng, label):
+    a, b, c = _people(rng, 3)
+    x = _pick(rng, NLI_COMPARATIVES)
     i = int(rng.integers(2))
-    return _s(f'the {a} {v[i]} {_a(o)}{t}'), _s(f'the {a} {v[1-i]} {_a(o)}{t}')
+    p = _s(f'the {a} is {x[i]} than the {b}')
+    if label == 'entailment': return p, _s(f'the {b} is {x[1-i]} than the {a}')
+    if label == 'contradiction': return p, _pick(rng, [_s(f'the {b} is {x[i]} than the {a}'), _s(f'the {a} is {x[1-i]} than the {b}')])
+    return p, _s(f'the {a} is {x[i]} than the {c}')
 
-def _hyper(rng, label):
-    "Hypernym (entailment) or hyponym (neutral) substitution in an upward-entailing frame."
-    a, f, x = _pick(rng, NLI_PEOPLE), _pick(rng, NLI_SEE_FRAMES), _pick(rng, sorted(NLI_HYPERNYMS))
-    spec, gen = _s(f'the {a} {f} {_a(x)}'), _s(f'the {a} {f} {_a(NLI_HYPERNYMS[x])}')
-    return (spec, gen) if label == 'entailment' else (gen, spec)
-
-def _modifier(rng, label):
-    "Dropping a modifier (entailment) or adding one (neutral)."
-    a = _pick(rng, NLI_PEOPLE)
-    if rng.random() < .5:
-        v, o = _pick(rng, NLI_SYNONYMS)[0], _pick(rng, NLI_OBJECTS)
-        long, short = _s(f'the {a} {v} {_a(_pick(rng, NLI_COLOURS) + " " + o)}'), _s(f'the {a} {v} {_a(o)}')
-    else:
-        v = _pick(rng, NLI_IVERBS)[0]
-        long, short = _s(f'the {a} {v} {_pick(rng, NLI_TIMES)}'), _s(f'the {a} {v}')
-    return (long, short) if label == 'entailment' else (short, long)
+def _location(rng, label):
+    a, t = _pick(rng, NLI_PEOPLE), _pick(rng, ['', *(' ' + x for x in NLI_TIMES)])
+    be = 'was' if t else 'is'
+    at = lambda place: _s(f'the {a} {be} {place}{t}')
+    if label == 'neutral': return at('in the house'), at(f'in the {_pick(rng, NLI_ROOMS)}')
+    place = _pick(rng, NLI_ROOMS + NLI_OUTSIDE)
+    if label == 'entailment': return at(f'in the {place}'), at('in the house' if place in NLI_ROOMS else 'outdoors')
+    other = _pick(rng, [w for w in NLI_ROOMS + NLI_OUTSIDE + NLI_ELSEWHERE if w != place])
+    return at(f'in the {place}'), _pick(rng, [at(f'in the {other}')] + ([at('in the house')] if place in NLI_OUTSIDE else []))
 
 def _conjunction(rng, label):
     a, b = _people(rng, 2)
-    v = _pick(rng, NLI_IVERBS)[0]
-    return _s(f'the {a} and the {b} {v}'), _s(f'the {_pick(rng, [a, b])} {v}')
-
-def _disjunction(rng, label):
-    a, b = _people(rng, 2)
-    v = _pick(rng, NLI_IVERBS)[0]
-    return _s(f'either the {a} or the {b} {v}'), _s(f'the {_pick(rng, [a, b])} {v}')
-
-def _argument_swap(rng, label):
-    a, b = _people(rng, 2)
-    v = _pick(rng, NLI_TVERBS)
-    return _s(f'the {a} {v} the {b}'), _s(f'the {b} {v} the {a}')
-
-def _comparative(rng, label):
-    "Converse (entailment) or swapped / antonym comparison (contradiction) of a strict comparative."
-    a, b = _people(rng, 2)
-    c = _pick(rng, NLI_COMPARATIVES)
-    i = int(rng.integers(2))
-    p = _s(f'the {a} is {c[i]} than the {b}')
-    if label == 'entailment': return p, _s(f'the {b} is {c[1-i]} than the {a}')
-    return p, _pick(rng, [_s(f'the {b} is {c[i]} than the {a}'), _s(f'the {a} is {c[1-i]} than the {b}')])
-
-_QUANT_PAIRS = {'entailment': [('all', 'some')], 'neutral': [('some', 'all')],
-                'contradiction': [('none', 'some'), ('some', 'none'), ('all', 'none'), ('none', 'all')]}
-_QUANT_WORD = {'all': 'All', 'some': 'Some', 'none': 'None'}
-
-def _quantifier(rng, label):
-    a, v = _pick(rng, NLI_PEOPLE), _pick(rng, NLI_IVERBS)[0]
-    pp = _pick(rng, ['', *(f' {x}' for x in NLI_TIMES)])
-    qp, qh = _pick(rng, _QUANT_PAIRS[label])
-    return tuple(f'{_QUANT_WORD[q]} of the {a}s {v}{pp}.' for q in (qp, qh))
-
-def _different_subject(rng, label):
-    a, b = _people(rng, 2)
-    rest = _pick(rng, [_pick(rng, NLI_IVERBS)[0], f'is in the {_pick(rng, NLI_PLACES)}', f'is {_pick(rng, NLI_ACTIVITIES)}'])
-    return _s(f'the {a} {rest}'), _s(f'the {b} {rest}')
-
-def _negation(rng, label):
-    a = _pick(rng, NLI_PEOPLE)
-    if rng.random() < .5:
-        act = _pick(rng, NLI_ACTIVITIES)
-        return _flip(rng, _s(f'the {a} is {act}'), _s(f'the {a} is not {act}'))
-    (past, base), t = _pick(rng, NLI_IVERBS), _when(rng)
-    return _flip(rng, _s(f'the {a} {past}{t}'), _s(f'the {a} did not {base}{t}'))
-
-def _antonym(rng, label):
-    (o, x, y), t = _pick(rng, NLI_ANTONYMS), _when(rng)
-    subj = _pick(rng, [f"the {a}'s {o}" for a in NLI_PEOPLE] + [f'the {o} in the {w}' for w in NLI_PLACES if w != o])
-    be = 'was' if t else 'is'
-    return _flip(rng, _s(f'{subj} {be} {x}{t}'), _s(f'{subj} {be} {y}{t}'))
-
-def _exclusive_location(rng, label):
-    a = _pick(rng, NLI_PEOPLE)
-    x, y = _people(rng, 2, NLI_PLACES)
-    t = _when(rng)
-    be = 'was' if t else 'is'
-    return _s(f'the {a} {be} in the {x}{t}'), _s(f'the {a} {be} in the {y}{t}')
+    (past, base), t = _pick(rng, NLI_IVERBS), _pick(rng, ['', *(' ' + x for x in NLI_TIMES)])
+    c = _pick(rng, [a, b])
+    if label == 'entailment': return _s(f'the {a} and the {b} {past}{t}'), _s(f'the {c} {past}{t}')
+    if label == 'contradiction':
+        return _s(f'the {a} and the {b} {past}{t}'), _pick(rng, [_s(f'neither the {a} nor the {b} {past}{t}'), _s(f'the {c} did not {base}{t}')])
+    return _s(f'either the {a} or the {b} {past}{t}'), _s(f'the {c} {past}{t}')
 
 # %% ../nbs/00a_nli.ipynb #9cb75a99
-PHENOMENA = {  # name: (labels it produces, template filler)
-    'identity': (('entailment',), _identity),
-    'synonym': (('entailment',), _synonym),
-    'hypernym': (('entailment',), _hyper),
-    'hyponym': (('neutral',), _hyper),
-    'modifier_dropped': (('entailment',), _modifier),
-    'modifier_added': (('neutral',), _modifier),
-    'conjunction': (('entailment',), _conjunction),
-    'disjunction': (('neutral',), _disjunction),
-    'argument_swap': (('neutral',), _argument_swap),
-    'comparative': (('entailment', 'contradiction'), _comparative),
-    'quantifier': (('entailment', 'neutral', 'contradiction'), _quantifier),
-    'different_subject': (('neutral',), _different_subject),
-    'negation': (('contradiction',), _negation),
-    'antonym': (('contradiction',), _antonym),
-    'exclusive_location': (('contradiction',), _exclusive_location)}
+PHENOMENA = {'negation': _negation, 'antonym': _antonym, 'hypernym': _hypernym, 'quantifier': _quantifier,
+             'comparative': _comparative, 'location': _location, 'conjunction': _conjunction}  # name: filler(rng, label)
 
 # %% ../nbs/00a_nli.ipynb #37438023
-def premise_part(premise:str) -> str:
-    "`'test'` for about 20% of premises (by a stable hash), else `'train'`."
-    return 'test' if zlib.crc32(premise.encode('utf-8')) % 5 == 0 else 'train'
+SPLIT_PARTS = ('train', 'dev', 'test')
 
-def _deal_labels(rng, labels:list[str], n:int) -> list[str]:
-    "`n` labels as equal in number as possible, in a seeded order."
-    deal = [labels[i % len(labels)] for i in range(n)]
+def premise_part(premise:str) -> str:
+    "`'test'` or `'dev'` for about 20% of premises each (by a stable hash), else `'train'`."
+    return {0: 'test', 1: 'dev'}.get(zlib.crc32(premise.encode('utf-8')) % 5, 'train')
+
+def _deal(rng, items:list, n:int) -> list:
+    "`n` items, each of `items` as often as possible, in a seeded order."
+    deal = [items[i % len(items)] for i in range(n)]
     return [deal[i] for i in rng.permutation(n)]
 
 def _generate(rng, jobs, split:str|None, what:str, max_tries:int=2000):
@@ -456,23 +419,20 @@ def _generate(rng, jobs, split:str|None, what:str, max_tries:int=2000):
 
 # %% ../nbs/00a_nli.ipynb #377f6b3f
 def builtin_nli(seed:int=0,                    # the generator's seed
-                n:int=600,                      # rows returned (balanced over the labels)
+                n:int=600,                      # rows returned (balanced over phenomena and labels)
                 binarize:bool=True,             # 2-way (entailment/contradiction, like binarised MNLI); False: 3-way with neutral
                 phenomena:list[str]|None=None,  # restrict to these phenomena (default: all)
-                split:str|None=None             # 'train' or 'test': only premises of that part (disjoint); None: any
+                split:str|None=None             # 'train', 'dev' or 'test': only premises of that part (disjoint); None: any
                ) -> list[dict]:
     "Seeded template NLI records `{'id','premise','hypothesis','label','gold','phenomenon'}`."
     names = list(PHENOMENA) if phenomena is None else list(phenomena)
+    if not names: raise ValueError("builtin_nli: phenomena is empty; give at least one of: " + ', '.join(PHENOMENA))
     for p in names:
         if p not in PHENOMENA: raise ValueError(f"unknown NLI phenomenon {p!r}; expected one of: {', '.join(PHENOMENA)}")
-    if split not in (None, 'train', 'test'): raise ValueError(f"unknown split {split!r}; expected one of: train, test, None")
-    labels = [l for l in MNLI_LABELS if not (binarize and l == 'neutral') and any(l in PHENOMENA[p][0] for p in names)]
-    if not labels: raise ValueError(f"phenomena {names} produce no {'binary ' if binarize else ''}labels")
+    if split not in (None, *SPLIT_PARTS): raise ValueError(f"unknown split {split!r}; expected one of: {', '.join(SPLIT_PARTS)}, None")
+    labels = NLI_LABELS[:2] if binarize else NLI_LABELS
     rng = np.random.default_rng(seed)
-    jobs = []
-    for l in _deal_labels(rng, labels, n):
-        name = _pick(rng, [p for p in names if l in PHENOMENA[p][0]])
-        jobs.append((name, l, PHENOMENA[name][1]))
+    jobs = [(name, l, PHENOMENA[name]) for name, l in _deal(rng, [(p, l) for p in names for l in labels], n)]
     rows = _generate(rng, jobs, split, 'builtin_nli')
     tag = f"{split or 'all'}-s{seed}"
     return [{'id': f'nli-{tag}-{i:05d}', 'premise': p, 'hypothesis': h, 'label': l, 'gold': LABEL_GOLD[l], 'phenomenon': name}
@@ -674,19 +634,20 @@ def builtin_hans(seed:int=0,                       # the generator's seed
     return out
 
 # %% ../nbs/00a_nli.ipynb #275c7c3e
-NLI_ROLES = ('train', 'eval', 'ood')
+NLI_ROLES = ('train', 'dev', 'eval', 'ood')
 
 def _hub_kind(name:str) -> str:
     low = name.lower()
     return 'hans' if 'hans' in low else 'rte' if 'rte' in low else 'mnli'
 
 def _role_split(kind:str, role:str) -> str:
-    if role == 'train': return 'train'
+    if role in ('train', 'dev'): return 'train'
     if kind == 'mnli': return 'validation_matched' if role == 'eval' else 'validation_mismatched'
     return 'validation'
 
-def _finish(raw:list[dict], source:str, n, seed, binarize) -> list[dict]:
-    "Pick the data set from the rows' fields and labels, add `gold`, subsample."
+def _finish(raw:list[dict], source:str, n, seed, binarize, role:str='train') -> list[dict]:
+    "Pick the data set from the rows' fields and labels, add `gold`, keep the `dev` part for role `dev`, subsample."
+    if role == 'dev': raw = [r for r in raw if premise_part(r['premise']) == 'dev']
     labels = {r['label'] for r in raw}
     if raw and all('heuristic' in r for r in raw): allowed = HANS_LABELS
     elif 'not_entailment' in labels: allowed = RTE_LABELS
@@ -694,15 +655,19 @@ def _finish(raw:list[dict], source:str, n, seed, binarize) -> list[dict]:
     return balanced_sample(binarize_records(raw, binarize, allowed, source), n, seed)
 
 def load_nli(spec:str,              # `builtin`, `builtin_hans`, `local:PATH` or `hub:NAME` (a preset's `distill.*_data`)
-             role:str='train',      # `train`, `eval` or `ood`: which part or split to read
+             role:str='train',      # `train`, `dev`, `eval` or `ood`: which part or split to read
              n:int|None=None,       # rows (class-balanced); 0 or None: all (builtin: its default size)
              seed:int=0,            # generator / subsample seed
-             binarize:bool=True     # drop neutral rows (MNLI, builtin)
+             binarize:bool=True,    # drop neutral rows (MNLI, builtin)
+             phenomena:list[str]|None=None # `builtin` only: these phenomena (None or empty: all)
             ) -> list[dict]:
     "NLI records for one role of the distillation study, from a preset data string."
     if role not in NLI_ROLES: raise ValueError(f"unknown NLI role {role!r}; expected one of: {', '.join(NLI_ROLES)}")
+    if phenomena and spec != 'builtin':
+        raise ValueError(f"phenomena {list(phenomena)} select rows of the embedded data only; {spec!r} has none (set distill.phenomena empty)")
     if spec == 'builtin':
-        return builtin_nli(seed=seed, n=n or 600, binarize=binarize, split='train' if role == 'train' else 'test')
+        return builtin_nli(seed=seed, n=n or 600, binarize=binarize, phenomena=list(phenomena) if phenomena else None,
+                           split=role if role in ('train', 'dev') else 'test')
     if spec == 'builtin_hans':
         k = math.ceil(n / len(HANS_SUBCASES)) if n else 20
         recs = builtin_hans(seed=seed + (1000 if role == 'train' else 0), n_per_subcase=k)
@@ -711,10 +676,10 @@ def load_nli(spec:str,              # `builtin`, `builtin_hans`, `local:PATH` or
         p = Path(spec[6:]).expanduser()
         if not p.exists(): raise FileNotFoundError(f"{spec}: no such file or folder")
         if p.is_dir():
-            cands = {'train': 'train', 'eval': 'validation_matched', 'ood': 'validation'}[role]
+            cands = {'train': 'train', 'dev': 'train', 'eval': 'validation_matched', 'ood': 'validation'}[role]
             p = _split_file(p, cands)
-        return _finish(read_nli_file(p), spec, n, seed, binarize)
+        return _finish(read_nli_file(p), spec, n, seed, binarize, role)
     if spec.startswith('hub:'):
         kind = _hub_kind(spec)
-        return _finish(load_hub(spec[4:], _role_split(kind, role), kind), spec, n, seed, binarize)
+        return _finish(load_hub(spec[4:], _role_split(kind, role), kind), spec, n, seed, binarize, role)
     raise ValueError(f"unknown NLI data {spec!r}; expected one of: builtin, builtin_hans, local:PATH, hub:NAME")

@@ -13,7 +13,7 @@ from typing import get_type_hints
 import numpy as np
 
 # %% auto #0
-__all__ = ['InsclPreset', 'DistillPreset', 'Preset', 'settings_path', 'preset_names', 'preset_keys', 'load_preset',
+__all__ = ['CHOICES', 'InsclPreset', 'DistillPreset', 'Preset', 'settings_path', 'preset_names', 'preset_keys', 'load_preset',
            'seed_everything']
 
 # %% ../nbs/01_presets.ipynb #aface014
@@ -50,7 +50,9 @@ class DistillPreset:
     n_train:int           # training rows for the student (0: all)
     n_eval:int            # evaluation rows per split (0: all)
     k:int                 # demonstrations per teacher prompt
-    pattern:str           # prompt pattern (`minimal`, `gpt-3`, `eval-harness`)
+    pattern:str           # prompt pattern (`minimal`, `gpt-3`, `eval-harness`, `instruction`, `chat`)
+    calibration:str       # ICL scorers' predictions and the cd teacher's distribution: `none`, `contextual` or `prior`
+    phenomena:list[str]   # embedded data only: the in-domain phenomena the study keeps (empty: all; `inscl.nli.PHENOMENA`)
     data_seeds:list[int]  # demonstration/data seeds
     alpha:float           # weight of the KL term in the distillation loss
     tau:float             # distillation temperature
@@ -92,6 +94,17 @@ def _parse_value(text:str, # the raw value from settings.ini
     except ValueError: pass
     else: raise TypeError(f"{where}: no parser for type {typ}")
     raise ValueError(f"{where}: {text!r} is not a valid {getattr(typ, '__name__', typ)}")
+
+# %% ../nbs/01_presets.ipynb #968892f6
+CHOICES = {'distill.calibration': ('none', 'contextual', 'prior')}
+
+def _check_choice(key:str, # a key in `CHOICES`
+                  value,   # its parsed value
+                  where:str # `file [section] key`, for the error message
+                 ):
+    "Raise a ValueError naming `where`, the value and the valid names unless `value` is one of `CHOICES[key]`."
+    if key in CHOICES and value not in CHOICES[key]:
+        raise ValueError(f"{where}: unknown value {value!r}; expected one of: {', '.join(CHOICES[key])}")
 
 # %% ../nbs/01_presets.ipynb #786ce21e
 def settings_path() -> Path:
@@ -151,7 +164,10 @@ def load_preset(name:str='tiny',          # a section of settings.ini
     for k,v in (overrides or {}).items(): raw[k] = v if isinstance(v, str) else ' '.join(map(str, v)) if isinstance(v, (list,tuple)) else str(v)
     missing = [k for k in valid if k not in raw]
     if missing: raise ValueError(f"{src} [{name}]: missing keys: {', '.join(missing)}")
-    get = lambda k, t: _parse_value(raw[k], t, f"{src} [{name}] {k}")
+    def get(k, t):
+        v = _parse_value(raw[k], t, f"{src} [{name}] {k}")
+        _check_choice(k, v, f"{src} [{name}] {k}")
+        return v
     top = {k: get(k, t) for k,t in _TOP.items()}
     if not top['runs_dir'].is_absolute(): top['runs_dir'] = Path(src).parent/top['runs_dir']
     studies = {s: c(**{k.split('.',1)[1]: get(k, t) for k,t in _keys(c, f'{s}.').items()}) for s,c in _STUDY.items()}

@@ -20,7 +20,7 @@ __all__ = ['METHOD_ORDER', 'METHOD_COLOURS', 'CONTINUAL_COLUMNS', 'DISTILL_COLUM
            'method_order', 'method_palette', 'set_style', 'save_figure', 'label_points', 'continual_runs',
            'continual_experts', 'instruction_distances', 'replay_allocation', 'stage_metrics', 'continual_table',
            'distill_runs', 'distill_predictions', 'bootstrap_ci', 'distill_table', 'distill_table_text',
-           'nli_phenomena', 'phenomenon_table']
+           'phenomenon_table', 'method_difference', 'transfer_statements']
 
 # %% ../nbs/09a_report.ipynb #bf4b50b5
 METHOD_ORDER = {  # the order methods appear in every table, legend and axis of a study
@@ -208,8 +208,9 @@ def continual_table(results:pd.DataFrame,               # tidy continual results
     return out
 
 # %% ../nbs/09a_report.ipynb #e7ed7d59
-DISTILL_COLUMNS = ['run_id', 'method', 'teacher', 'student', 'k', 'data_seed', 'pattern', 'mode', 'split', 'heuristic', 'label',
-                   'accuracy', 'n', 'peak_mem_mb', 'train_seconds', 'auc', 'calibrated_accuracy', 'non_answer_rate']  # = inscl.distill.RESULT_COLUMNS
+DISTILL_COLUMNS = ['run_id', 'method', 'teacher', 'student', 'k', 'data_seed', 'pattern', 'mode', 'calibration', 'split', 'heuristic',
+                   'label', 'accuracy', 'n', 'peak_mem_mb', 'train_seconds', 'auc', 'calibrated_accuracy', 'prior_accuracy',
+                   'non_answer_rate']  # = inscl.distill.RESULT_COLUMNS
 
 def _distill_folders(runs_dir:Path|str, # the runs root (holds `distill/`)
                      preset:str         # the preset whose runs count
@@ -219,7 +220,8 @@ def _distill_folders(runs_dir:Path|str, # the runs root (holds `distill/`)
     for rj in sorted((Path(runs_dir)/'distill').glob('*/run.json')):
         info, run = load_json(rj), rj.parent
         if info.get('preset') == preset and info.get('finished') and (run/'results.csv').is_file(): found.append((run, info))
-    name = lambda i: i['method'] + (f"-{i['mode']}" if i.get('mode', '-') != '-' else '')
+    name = lambda i: (i['method'] + (f"-{i['mode']}" if i.get('mode', '-') != '-' else '')
+                      + (f"-{i['calibration']}" if i.get('calibration', 'none') != 'none' else ''))
     config = lambda i: re.sub(rf"-s{i['data_seed']}(?=-|$)", '', i['run_id'].removeprefix(f"{preset}-"))
     configs = {}
     for _, i in found: configs.setdefault(name(i), set()).add(config(i))
@@ -255,6 +257,7 @@ BOOT_STATS = {  # statistic -> (the columns it reads, how), on dicts of numpy ar
     'mean': (['value'], lambda c: float(np.mean(c['value']))),
     'accuracy': (['correct'], lambda c: float(np.mean(c['correct']))),
     'calibrated_accuracy': (['cal_correct'], lambda c: float(np.mean(c['cal_correct']))),
+    'prior_accuracy': (['prior_correct'], lambda c: float(np.mean(c['prior_correct']))),
     'non_answer_rate': (['top_is_answer'], lambda c: 1 - float(np.mean(c['top_is_answer']))),
     'auc': (['gold', 'pn_entail'], lambda c: _auc(c['gold'], c['pn_entail']))}
 
@@ -295,7 +298,7 @@ def bootstrap_ci(data,                     # values, a (gold, score) pair, or a 
 # %% ../nbs/09a_report.ipynb #20b1fedc
 DISTILL_MEASURES = [  # (column, split, gold label, statistic) of `distill_table`
     ('eval_accuracy', 'eval', 'all', 'accuracy'), ('eval_auc', 'eval', 'all', 'auc'),
-    ('eval_calibrated_accuracy', 'eval', 'all', 'calibrated_accuracy'),
+    ('eval_calibrated_accuracy', 'eval', 'all', 'calibrated_accuracy'), ('eval_prior_accuracy', 'eval', 'all', 'prior_accuracy'),
     ('ood_accuracy', 'ood', 'all', 'accuracy'), ('ood_auc', 'ood', 'all', 'auc'),
     ('ood_calibrated_accuracy', 'ood', 'all', 'calibrated_accuracy'),
     ('ood_entailed_accuracy', 'ood', 'entailed', 'accuracy'), ('ood_non_entailed_accuracy', 'ood', 'non-entailed', 'accuracy')]
@@ -340,29 +343,63 @@ def distill_table_text(table:pd.DataFrame, # `distill_table`
     return out
 
 # %% ../nbs/09a_report.ipynb #88574598
-def nli_phenomena(preset:str # the preset whose in-domain evaluation data is read
-                 ) -> dict:
-    "Map in-domain evaluation query id -> phenomenon (empty when the data has none, e.g. MNLI, or the preset is not in settings.ini)."
-    from inscl.presets import load_preset, preset_names
-    from inscl.nli import load_nli
-    if preset not in preset_names(): return {}
-    p = load_preset(preset)
-    if p.distill.eval_data != 'builtin': return {}
-    return {r['id']: r['phenomenon'] for r in load_nli(p.distill.eval_data, 'eval', n=p.distill.n_eval, seed=p.seed) if 'phenomenon' in r}
-
 def phenomenon_table(preds:pd.DataFrame,           # `distill_predictions`
-                     phenomena:dict,               # query id -> phenomenon (`nli_phenomena`)
                      methods:Sequence[str]|None=None, # methods to keep (default: all)
                      n_boot:int=1000,              # bootstrap resamples per interval
                      seed:int=0,                   # seed of the resampling
                     ) -> pd.DataFrame:
-    "Per method and in-domain phenomenon: queries, then accuracy, calibrated accuracy and AUC with their intervals."
-    p = preds[(preds.split == 'eval') & preds.id.isin(list(phenomena))].assign(phenomenon=lambda d: d.id.map(phenomena))
+    "Per method and in-domain phenomenon: queries, then accuracy, calibrated accuracies and AUC with their intervals."
+    if 'phenomenon' not in preds.columns: return pd.DataFrame()
+    p = preds[(preds.split == 'eval') & preds.phenomenon.fillna('').astype(str).ne('')]
     if methods is not None: p = p[p.method.isin(list(methods))]
     rows = []
     for (m, ph), g in p.groupby(['method', 'phenomenon'], sort=True):
         r = dict(method=m, phenomenon=ph, n=int(g.groupby('data_seed').size().iloc[0]), seeds=g.data_seed.nunique())
-        for stat in ('accuracy', 'calibrated_accuracy', 'auc'):
+        for stat in ('accuracy', 'calibrated_accuracy', 'prior_accuracy', 'auc'):
+            if stat == 'prior_accuracy' and 'prior_correct' not in g: continue
             r[stat], r[f'{stat}_lo'], r[f'{stat}_hi'] = bootstrap_ci(g, stat, by='data_seed', n_boot=n_boot, seed=seed)
         rows.append(r)
+    return pd.DataFrame(rows)
+
+# %% ../nbs/09a_report.ipynb #4ab323e8
+def method_difference(preds:pd.DataFrame, # `distill_predictions`
+                      a:str, b:str,       # report names of the two methods (a minus b)
+                      split:str='ood',    # `eval` or `ood`
+                      stat:str='accuracy',# `accuracy`, `calibrated_accuracy`, `prior_accuracy` or `auc`
+                      n_boot:int=1000,    # bootstrap resamples
+                      seed:int=0,         # seed of the resampling
+                     ) -> tuple[float, float, float]:
+    "(difference, low, high): seed-mean `stat` of `a` minus `b` on their shared queries and seeds, paired bootstrap interval."
+    col = {'accuracy': 'correct', 'calibrated_accuracy': 'cal_correct', 'prior_accuracy': 'prior_correct', 'auc': 'pn_entail'}
+    if stat not in col: raise ValueError(f"unknown statistic {stat!r}; expected one of: {', '.join(col)}")
+    c = col[stat]
+    q = preds[preds.split == split]
+    m = q[q.method == a][['data_seed', 'id', 'gold', c]].merge(q[q.method == b][['data_seed', 'id', c]], on=['data_seed', 'id'], suffixes=('_a', '_b'))
+    if not len(m): return (np.nan,) * 3
+    m = m.astype({f'{c}_a': float, f'{c}_b': float})
+    if stat == 'auc': f = lambda d: _auc(d['gold'], d[f'{c}_a']) - _auc(d['gold'], d[f'{c}_b'])
+    else: f = lambda d: float(np.mean(d[f'{c}_a'] - d[f'{c}_b']))
+    return bootstrap_ci(m[['data_seed', 'gold', f'{c}_a', f'{c}_b']], f, by='data_seed', n_boot=n_boot, seed=seed)
+
+def transfer_statements(preds:pd.DataFrame,             # `distill_predictions`
+                        cd:Sequence[str]|None=None,      # the CD methods (default: every method starting with `cd`)
+                        baselines:Sequence[str]|None=None, # default: `icl-student` and every `pbft` method present
+                        n_boot:int=1000,                 # bootstrap resamples per comparison
+                       ) -> pd.DataFrame:
+    "One row per (CD method, baseline, split, statistic): the difference, its interval, and a sentence."
+    have = list(dict.fromkeys(preds.method))
+    cd = list(cd) if cd is not None else [m for m in have if m.startswith('cd')]
+    baselines = list(baselines) if baselines is not None else [m for m in have if m == 'icl-student' or m.startswith('pbft')]
+    where = {'eval': 'in domain', 'ood': 'out of domain (HANS)'}
+    rows = []
+    for a in cd:
+        for b in baselines:
+            for split in ('eval', 'ood'):
+                for stat in ('accuracy', 'auc'):
+                    d, lo, hi = method_difference(preds, a, b, split, stat, n_boot=n_boot)
+                    if np.isnan(d): continue
+                    verdict = ('better' if lo > 0 else 'worse' if hi < 0 else 'not distinguishable')
+                    rows.append(dict(a=a, b=b, split=split, stat=stat, difference=d, low=lo, high=hi, verdict=verdict,
+                                     sentence=f"{a} vs {b}, {where[split]}, {stat}: {d:+.3f} [{lo:+.3f}, {hi:+.3f}]: "
+                                              + (f"{a} is {verdict}" if verdict != 'not distinguishable' else 'not distinguishable at this size')))
     return pd.DataFrame(rows)

@@ -7,9 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 import inscl.distill as D
-from inscl.distill import (RESULT_COLUMNS, TeacherProbs, answer_kl, auc, calibrate, check_same_tokenizer, collate_last,
-                           distill_data, distill_loss, last_logits, load_tokenizer, measure_peak_memory, parse_method,
-                           run_distill, student_features, teacher_cache_path, teacher_probs, train_student)
+from inscl.distill import (RESULT_COLUMNS, TeacherProbs, answer_kl, auc, calibrate, calibrated_teacher, check_same_tokenizer,
+                           collate_last, distill_data, distill_loss, distill_run_id, last_logits, load_tokenizer, measure_peak_memory,
+                           parse_method, predict_nli, run_distill, student_features, summarize_nli, teacher_cache_path, teacher_probs,
+                           train_student)
 from inscl.files import load_json, load_table
 from inscl.icl import answer_probs, get_pattern
 from inscl.models import load_model
@@ -82,6 +83,54 @@ def test_auc_and_calibration_invariance():
     assert math.isnan(auc([1, 1], [0.2, 0.3]))
     p = np.stack([1 - np.array(s), s], 1)
     assert auc(gold, calibrate(p, [0.3, 0.7])[:, 1]) == pytest.approx(0.75)
+    from inscl.icl import prior_match
+    assert auc(gold, prior_match(p)[:, 1]) == pytest.approx(0.75)
+
+def test_calibration_moved_to_icl_still_importable():
+    import inscl.icl
+    assert D.calibrate is inscl.icl.calibrate and D.content_free_probs is inscl.icl.content_free_probs
+
+# ---------------------------------------------------------------- run ids and the results schema
+
+def test_result_columns_order():
+    c = RESULT_COLUMNS
+    assert c[c.index('mode') + 1] == 'calibration' and c[c.index('calibrated_accuracy') + 1] == 'prior_accuracy'
+    assert c == ['run_id', 'method', 'teacher', 'student', 'k', 'data_seed', 'pattern', 'mode', 'calibration', 'split', 'heuristic',
+                 'label', 'accuracy', 'n', 'peak_mem_mb', 'train_seconds', 'auc', 'calibrated_accuracy', 'prior_accuracy', 'non_answer_rate']
+
+def test_run_ids_with_calibration():
+    assert distill_run_id('cd', 'smoke') == 'smoke-cd-full-k4-gpt-3-s0'                         # 'none': ids unchanged
+    assert distill_run_id('cd', 'smoke', calibration='none') == 'smoke-cd-full-k4-gpt-3-s0'
+    assert distill_run_id('cd', 'smoke', calibration='prior') == 'smoke-cd-full-k4-gpt-3-s0-prior'
+    assert distill_run_id('icl-student', 'smoke', calibration='contextual') == 'smoke-icl-student-k4-gpt-3-s0-contextual'
+    assert distill_run_id('zero_shot', 'smoke', 0, 1, 'chat', None, calibration='prior') == 'smoke-zero_shot-k0-chat-s1-prior'
+    rid = distill_run_id('cd', 'smoke', alpha=0.9, calibration='contextual')                  # after the overrides' hash
+    assert rid.startswith('smoke-cd-full-k4-gpt-3-s0-') and rid.endswith('-contextual') and len(rid.split('-')) == 9
+    p = load_preset('smoke', overrides={'distill.calibration': 'prior'})                     # the preset's default
+    assert distill_run_id('icl', p) == 'smoke-icl-teacher-k4-gpt-3-s0-prior'
+    assert distill_run_id('icl', p, calibration='none') == 'smoke-icl-teacher-k4-gpt-3-s0'
+    assert distill_run_id('pbft', p) == 'smoke-pbft-full-k0-gpt-3-s0'                         # pbft ignores a preset default
+
+def test_calibration_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"calibration='prior': method 'pbft' has no in-context scorer"):
+        run_distill('pbft', 'smoke', calibration='prior', out_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"method 'pbft' has no in-context scorer"): distill_run_id('pbft', 'smoke', calibration='contextual')
+    with pytest.raises(ValueError, match=r"unknown calibration 'zhao'; expected one of: none, contextual, prior"):
+        run_distill('icl', 'smoke', calibration='zhao', out_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"cannot calibrate kl='vocab': use kl='answer'"):
+        run_distill('cd', 'smoke', calibration='contextual', kl='vocab', out_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"tokenizer \w+ \('tiny-smoke'\) has no chat template"):
+        run_distill('zero_shot', 'smoke', pattern='chat', out_dir=tmp_path)
+    assert not list(tmp_path.glob('*/run.json'))
+
+def test_summarize_nli_prior_accuracy_and_old_tables():
+    t = pd.DataFrame(dict(gold=[1, 0, 1, 0], pn_entail=[0.9, 0.8, 0.7, 0.6], correct=[True, False, True, False],
+                          cal_correct=[True, True, False, False], prior_correct=[True, True, True, True], top_is_answer=True, heuristic='all'))
+    r = summarize_nli(t, 'eval')
+    assert [x['label'] for x in r] == ['all', 'entailed', 'non-entailed']
+    assert [x['prior_accuracy'] for x in r] == [1.0, 1.0, 1.0] and r[0]['calibrated_accuracy'] == 0.5 and r[0]['accuracy'] == 0.5
+    old = summarize_nli(t.drop(columns='prior_correct'), 'eval')                  # a predictions table written before prior matching
+    assert math.isnan(old[0]['prior_accuracy']) and old[0]['accuracy'] == 0.5
 
 # ---------------------------------------------------------------- methods and data
 
@@ -134,6 +183,34 @@ def test_teacher_cache_written_once_and_reused(smoke_setup, tmp_cache, monkeypat
             teacher_cache_path('tiny-smoke', data['train'], data['demos'][:2], 'gpt-3', 0),
             teacher_cache_path('tiny-smoke', data['train'][1:], data['demos'], 'gpt-3', 0)}
     assert len(keys) == 4 and first.path not in keys
+
+def test_teacher_cache_stores_content_free_probs(smoke_setup, tmp_cache):
+    p, data = smoke_setup
+    model, tok = load_model('tiny-smoke')
+    tp = teacher_probs('tiny-smoke', data['train'], data['demos'], 'gpt-3', 0, model=model, tok=tok)
+    pat = get_pattern('gpt-3')
+    ref = answer_probs(model, tok, [pat.format('N/A', 'N/A')], pat.answers, prefix=pat.prefix(data['demos']), use_cache=False)
+    assert tp.p_cf.shape == (1, 2)
+    np.testing.assert_allclose(tp.p_cf, ref.p_norm, atol=1e-5)
+    with np.load(tp.path) as z: assert 'p_cf' in z and z['p_cf'].shape == (1, 2) and len(z['ids']) == len(data['train'])
+    again = teacher_probs('tiny-smoke', data['train'], data['demos'], 'gpt-3', 0)
+    assert again.cached and np.array_equal(again.p_cf, tp.p_cf)
+    # the queries' numbers do not change when the content-free query shares their pass
+    alone = answer_probs(model, tok, [pat.format(r['premise'], r['hypothesis']) for r in data['train']], pat.answers,
+                         prefix=pat.prefix(data['demos']))
+    np.testing.assert_allclose(tp.logits, alone.logits, atol=1e-4)
+    # the version and the content-free inputs are part of the key
+    assert teacher_cache_path('tiny-smoke', data['train'], data['demos'], 'gpt-3', 0, content_free=('N/A', '')) != tp.path
+    two = teacher_probs('tiny-smoke', data['train'][:4], data['demos'], 'gpt-3', 0, model=model, tok=tok, content_free=('N/A', '[MASK]'))
+    assert two.p_cf.shape == (2, 2)
+    # calibrated distributions and the calibrated teacher
+    np.testing.assert_allclose(tp.calibrated('contextual'), calibrate(tp.p_norm, tp.p_cf))
+    assert tp.calibrated('prior')[:, 1].mean() == pytest.approx(0.5, abs=1e-9)
+    np.testing.assert_allclose(tp.calibrated('none'), tp.p_norm)
+    ct = calibrated_teacher(tp, 'prior')
+    np.testing.assert_allclose(np.exp(ct.logits), tp.calibrated('prior'), atol=1e-12)
+    np.testing.assert_array_equal(ct.p, tp.p)
+    assert calibrated_teacher(tp, 'none') is tp
 
 def test_last_logits_match_answer_probs(smoke_setup):
     p, data = smoke_setup
@@ -220,6 +297,66 @@ def test_run_distill_other_methods(tmp_path, tmp_cache):
     # zero-shot and icl-student read the same student; ICL adds the 4 demonstrations
     assert load_json(out/'smoke-icl-teacher-k4-gpt-3-s0'/'run.json')['demo_ids'] == [r['id'] for r in distill_data(load_preset('smoke'), 4, 0)['demos']]
 
+def test_cd_with_calibrated_teacher(tmp_path, tmp_cache, monkeypatch):
+    "cd with calibration: the student is trained on the log of the calibrated teacher distribution; the run records it."
+    out, seen = tmp_path/'runs', {}
+    orig = D.train_student
+    def spy(model, tok, queries, cfg, pattern, teacher, *a, **k):
+        seen['t'] = teacher
+        return orig(model, tok, queries, cfg, pattern, teacher, *a, **k)
+    monkeypatch.setattr(D, 'train_student', spy)
+    df = run_distill('cd', 'smoke', out_dir=out, memory=False, progress=False, calibration='prior')
+    rid = 'smoke-cd-full-k4-gpt-3-s0-prior'
+    assert list(df.columns) == RESULT_COLUMNS and set(df.run_id) == {rid} and set(df.calibration) == {'prior'}
+    info = load_json(out/rid/'run.json')
+    assert info['calibration'] == 'prior' and info['run_id'] == rid
+    data = distill_data(load_preset('smoke'), 4, 0)
+    raw = teacher_probs('tiny-smoke', data['train'], data['demos'], 'gpt-3', 0)       # from the cache the run wrote
+    assert raw.cached
+    gold = np.array([r['gold'] for r in data['train']])
+    assert info['teacher_train_accuracy'] == pytest.approx((raw.p.argmax(1) == gold).mean())
+    assert info['teacher_train_accuracy_calibrated'] == pytest.approx((raw.calibrated('prior').argmax(1) == gold).mean())
+    assert info['teacher_train_accuracy_by_calibration']['contextual'] == pytest.approx((raw.calibrated('contextual').argmax(1) == gold).mean())
+    assert info['teacher_mean_p_yes_by_calibration']['prior'] == pytest.approx(0.5)
+    np.testing.assert_allclose(seen['t'].logits, np.log(raw.calibrated('prior')), atol=1e-12)   # what the KL reads
+    # the student's predictions of cd are read raw; the calibrated columns are still there
+    preds = load_table(out/rid/'predictions.csv')
+    assert (preds.pred == (preds.pn_entail > 0.5)).all()
+    assert {'pc_entail', 'pp_entail', 'cal_correct', 'prior_correct', 'phenomenon'} <= set(preds.columns)
+    # a second calibration reuses the teacher cache
+    run_distill('cd', 'smoke', out_dir=out, memory=False, progress=False, calibration='contextual')
+    info2 = load_json(out/'smoke-cd-full-k4-gpt-3-s0-contextual'/'run.json')
+    assert info2['teacher_cached'] and info2['teacher_cache'] == info['teacher_cache']
+    np.testing.assert_allclose(seen['t'].logits, np.log(raw.calibrated('contextual')), atol=1e-12)
+
+def test_icl_methods_follow_their_calibration(tmp_path, tmp_cache):
+    out = tmp_path/'runs'
+    none = run_distill('icl-student', 'smoke', out_dir=out, memory=False, progress=False)
+    prior = run_distill('icl-student', 'smoke', out_dir=out, memory=False, progress=False, calibration='prior')
+    ctx = run_distill('zero_shot', 'smoke', out_dir=out, memory=False, progress=False, calibration='contextual')
+    ctx0 = run_distill('zero_shot', 'smoke', out_dir=out, memory=False, progress=False)
+    assert set(none.calibration) == {'none'} and set(prior.calibration) == {'prior'}
+    np.testing.assert_allclose(prior.accuracy, none.prior_accuracy)
+    np.testing.assert_allclose(ctx.accuracy, ctx0.calibrated_accuracy)
+    for a, b in ((prior, none), (ctx, ctx0)):
+        np.testing.assert_allclose(a.auc, b.auc)
+        np.testing.assert_allclose(a.calibrated_accuracy, b.calibrated_accuracy)
+        np.testing.assert_allclose(a.prior_accuracy, b.prior_accuracy)
+    preds = load_table(out/'smoke-icl-student-k4-gpt-3-s0-prior'/'predictions.csv')
+    for split, g in preds.groupby('split'): assert g.pp_entail.mean() == pytest.approx(0.5, abs=1e-6)   # fitted per split
+    assert (preds.pred == preds.prior_pred).all()
+    assert load_json(out/'smoke-icl-student-k4-gpt-3-s0-prior'/'run.json')['calibration'] == 'prior'
+
+def test_predict_nli_phenomenon_column(smoke_setup):
+    p, data = smoke_setup
+    model, tok = load_model('tiny-smoke')
+    q = data['eval'][:6]
+    t = predict_nli(model, tok, q, 'gpt-3', calibration='contextual')
+    assert list(t.phenomenon) == [r.get('phenomenon', '') for r in q] and (t.heuristic == 'all').all()
+    assert (t.pred == t.cal_pred).all()
+    o = predict_nli(model, tok, data['ood'][:4], 'gpt-3')
+    assert list(o.heuristic) == [r['heuristic'] for r in data['ood'][:4]] and list(o.phenomenon) == [''] * 4
+
 # ---------------------------------------------------------------- errors name the value
 
 def test_bad_input_errors(tmp_path):
@@ -261,6 +398,39 @@ def test_measure_peak_memory_tiny():
 @pytest.mark.slow
 def test_measure_peak_memory_train_tiny():
     assert measure_peak_memory('cd', 'smoke', 'train') > 50
+
+# ---------------------------------------------------------------- the chat pattern end to end (SmolLM2 has a chat template)
+
+@pytest.fixture
+def cache_with_models(tmp_path, monkeypatch):
+    "A fresh cache whose `models/` is the real cache's (converted packaged models are not converted again)."
+    from inscl.files import cache_dir
+    models = cache_dir(None, 'models')
+    root = tmp_path/'cache'; root.mkdir()
+    (root/'models').symlink_to(models, target_is_directory=True)
+    monkeypatch.setenv('INSCL_CACHE', str(root))
+    return root
+
+@pytest.mark.slow
+def test_chat_pattern_end_to_end_smollm2(tmp_path, cache_with_models):
+    "cd with the chat pattern, SmolLM2 as teacher and student (each reads its own template), contextual calibration."
+    p = load_preset('smoke', overrides={'distill.teacher': 'smollm2-135m-instruct', 'distill.student': 'smollm2-135m-instruct',
+                                        'distill.n_train': 8, 'distill.n_eval': 8})
+    df = run_distill('cd', p, pattern='chat', out_dir=tmp_path, memory=False, progress=False, calibration='contextual')
+    rid = 'smoke-cd-full-k4-chat-s0-contextual'
+    assert set(df.run_id) == {rid} and set(df.pattern) == {'chat'}
+    info = load_json(tmp_path/rid/'run.json')
+    assert info['pattern'] == 'chat' and info['teacher_non_answer_rate'] <= 0.5 and np.isfinite(info['kl_train_after'])
+    # the teacher read the demonstrations as chat turns: its cached numbers equal a pass over the rendered conversation
+    model, tok = load_model('smollm2-135m-instruct')
+    data = distill_data(p, 4, 0)
+    tp = teacher_probs('smollm2-135m-instruct', data['train'], data['demos'], 'chat', 0)
+    assert tp.cached
+    pat = get_pattern('chat', tok)
+    ref = answer_probs(model, tok, [pat.format(r['premise'], r['hypothesis']) for r in data['train'][:3]], ('No', 'Yes'),
+                       prefix=pat.prefix(data['demos']), use_cache=False)
+    np.testing.assert_allclose(tp.logits[:3], ref.logits, atol=1e-3)
+    assert measure_peak_memory('zero_shot', p, 'infer', pattern='chat', calibration='prior') > 200
 
 # ---------------------------------------------------------------- the real pair (packaged models)
 

@@ -3,7 +3,8 @@ import json, re
 from collections import Counter
 import pytest
 from inscl.nli import (load_mnli, load_rte, load_hans, load_nli, read_nli_file, balanced_sample, builtin_nli,
-                       builtin_hans, PHENOMENA, HANS_SUBCASES, NLI_HYPERNYMS, HEURISTICS)
+                       builtin_hans, PHENOMENA, HANS_SUBCASES, NLI_HYPERNYMS, NLI_ANTONYMS, HEURISTICS,
+                       premise_part)
 
 def write_tsv(path, header, rows):
     path.write_text('\n'.join('\t'.join(map(str, r)) for r in [header, *rows]) + '\n', encoding='utf-8')
@@ -240,49 +241,66 @@ def test_real_hans_regenerated(realdata):
 # --- the embedded generators ----------------------------------------------------------------------
 
 def test_builtin_nli_determinism_balance_phenomena():
-    a = builtin_nli(seed=5, n=1200, binarize=False)
-    assert a == builtin_nli(seed=5, n=1200, binarize=False)
-    assert a != builtin_nli(seed=6, n=1200, binarize=False)
-    assert Counter(r['label'] for r in a) == {l: 400 for l in LABELS3}
-    assert {r['phenomenon'] for r in a} == set(PHENOMENA)
-    assert len({r['id'] for r in a}) == 1200 and len({(r['premise'], r['hypothesis']) for r in a}) == 1200
-    b = builtin_nli(seed=5, n=600)
-    assert Counter(r['gold'] for r in b) == {1: 300, 0: 300}
-    assert builtin_nli(n=10, phenomena=['negation', 'antonym'])[0]['label'] == 'contradiction'
+    a = builtin_nli(seed=5, n=2100, binarize=False)
+    assert a == builtin_nli(seed=5, n=2100, binarize=False)
+    assert a != builtin_nli(seed=6, n=2100, binarize=False)
+    assert Counter(r['label'] for r in a) == {l: 700 for l in LABELS3}
+    assert Counter((r['phenomenon'], r['label']) for r in a) == {(p, l): 100 for p in PHENOMENA for l in LABELS3}
+    assert len({r['id'] for r in a}) == 2100 and len({(r['premise'], r['hypothesis']) for r in a}) == 2100
+    b = builtin_nli(seed=5, n=700)
+    assert Counter(r['gold'] for r in b) == {1: 350, 0: 350}
+    # every phenomenon carries both binary labels, in equal numbers
+    assert Counter((r['phenomenon'], r['gold']) for r in b) == {(p, g): 50 for p in PHENOMENA for g in (0, 1)}
+    assert {r['phenomenon'] for r in builtin_nli(n=10, phenomena=['negation', 'quantifier'])} == {'negation', 'quantifier'}
 
 def _words(s): return s.rstrip('.').split()
 
 def test_builtin_nli_labels_recomputed():
-    "Recompute the label of a few phenomena from the sentences alone."
-    for r in builtin_nli(seed=2, n=1500, binarize=False):
-        p, h = _words(r['premise']), _words(r['hypothesis'])
+    "Recompute the label of every phenomenon from the sentences alone."
+    conv = {'taller': 'shorter', 'older': 'younger', 'faster': 'slower', 'richer': 'poorer', 'stronger': 'weaker', 'heavier': 'lighter'}
+    conv |= {v: k for k, v in conv.items()}
+    rooms, outside = {'kitchen', 'attic', 'cellar', 'bedroom', 'bathroom'}, {'garden', 'park', 'yard'}
+    antonyms = {frozenset((x, y)) for _, x, y in NLI_ANTONYMS}
+    for r in builtin_nli(seed=2, n=2100, binarize=False):
+        p, h, l = _words(r['premise']), _words(r['hypothesis']), r['label']
         ph = r['phenomenon']
         if ph == 'quantifier':
-            assert p[1:] == h[1:]
-            want = {('All', 'Some'): 'entailment', ('Some', 'All'): 'neutral'}.get((p[0], h[0]), 'contradiction')
-            assert r['label'] == want and p[0] != h[0]
-        elif ph in ('hypernym', 'hyponym'):
-            spec, gen = (p, h) if ph == 'hypernym' else (h, p)
-            assert NLI_HYPERNYMS[spec[-1]] == gen[-1] and spec[:-2] == gen[:-2]
-            assert r['label'] == ('entailment' if ph == 'hypernym' else 'neutral')
+            want = {('All', 'Some'): 'entailment', ('Some', 'All'): 'neutral', ('All', 'All'): 'entailment',
+                    ('None', 'None'): 'entailment'}.get((p[0], h[0]), 'contradiction')
+            assert l == want and p[1:4] == h[1:4]
+            if p[0] == h[0] == 'All': assert len(h) < len(p)        # drop a modifier under "all"
+            if p[0] == h[0] == 'None': assert len(h) > len(p)       # add one under "none"
+        elif ph == 'hypernym':
+            spec, gen = (h, p) if l == 'neutral' else (p, h)
+            assert spec[:-2] == gen[:-2]
+            assert (NLI_HYPERNYMS[spec[-1]] == gen[-1]) == (l != 'contradiction')
         elif ph == 'negation':
-            neg, pos = (p, h) if 'not' in p else (h, p)
-            assert 'not' not in pos and r['label'] == 'contradiction'
+            if ('not' in p) != ('not' in h): assert l == 'contradiction'
+            else: assert 'not' not in p and l == ('entailment' if len(h) < len(p) else 'neutral')
+        elif ph == 'antonym':
+            if 'not' in p: assert l == 'neutral'
+            elif 'not' in h: assert l == 'entailment' and frozenset((p[-1], h[-1])) in antonyms
+            else: assert l == 'contradiction' and frozenset((p[-1], h[-1])) in antonyms
         elif ph == 'comparative':
-            # "X is ADJ than Y": the same ordered claim or its converse is entailed, anything else contradicts
-            conv = {'taller': 'shorter', 'older': 'younger', 'faster': 'slower', 'richer': 'poorer', 'stronger': 'weaker', 'heavier': 'lighter'}
-            conv |= {v: k for k, v in conv.items()}
             x1, a1, y1 = p[1], p[3], p[-1]; x2, a2, y2 = h[1], h[3], h[-1]
-            entailed = (x1, a1, y1) == (x2, a2, y2) or (x1, conv[a1], y1) == (y2, a2, x2)
-            assert r['label'] == ('entailment' if entailed else 'contradiction')
-        elif ph == 'argument_swap':
-            assert (p[1], p[-1]) == (h[-1], h[1]) and r['label'] == 'neutral'
-        elif ph == 'identity':
-            assert p == h and r['label'] == 'entailment'
+            want = 'entailment' if (y2, conv[a2], x2) == (x1, a1, y1) else 'neutral' if y2 != y1 and y2 != x1 else 'contradiction'
+            assert l == want, r
+        elif ph == 'location':
+            wp, wh = set(p) & (rooms | outside | {'house'}), set(h) & (rooms | outside | {'house'} | {'library', 'office', 'station', 'museum'})
+            if l == 'neutral': assert wp == {'house'} and wh <= rooms
+            elif l == 'entailment': assert (wp <= rooms and wh == {'house'}) or (wp <= outside and 'outdoors' in h)
+            else: assert wh != wp and not (wp <= rooms and wh == {'house'}), r
+        elif ph == 'conjunction':
+            if l == 'neutral': assert p[0] == 'Either'
+            elif l == 'entailment': assert 'and' in p and 'not' not in h and h[0] != 'Neither'
+            else: assert h[0] == 'Neither' or 'not' in h
 
 def test_builtin_nli_splits_disjoint():
-    tr, te = builtin_nli(seed=0, n=1000, split='train'), builtin_nli(seed=0, n=400, split='test')
-    assert not {r['premise'] for r in tr} & {r['premise'] for r in te}
+    tr, dv, te = (builtin_nli(seed=0, n=n, split=s) for n, s in ((1000, 'train'), (400, 'dev'), (400, 'test')))
+    prem = lambda rs: {r['premise'] for r in rs}
+    assert not prem(tr) & prem(te) and not prem(dv) & prem(te) and not prem(tr) & prem(dv)
+    assert {premise_part(r['premise']) for r in dv} == {'dev'}
+    assert {premise_part(r['premise']) for r in load_nli('builtin', 'dev', n=40)} == {'dev'}
 
 def test_builtin_hans_structure():
     h = builtin_hans(seed=0, n_per_subcase=30)
@@ -297,3 +315,12 @@ def test_builtin_hans_structure():
         if r['heuristic'] != 'lexical_overlap': assert ' '.join(hw) in ' '.join(pw)
     nli_premises = {r['premise'] for s in range(3) for r in builtin_nli(seed=s, n=1500, binarize=False)}
     assert not nli_premises & {r['premise'] for r in h}
+
+def test_load_nli_dev_role_real_format(tmp_path):
+    "Role `dev` of real data: the training file's rows whose premises hash to the dev part (about a fifth), binarised."
+    rows = [[i, f'Premise number {i} about things.', f'Hypothesis {i}.', ['entailment', 'contradiction', 'neutral'][i % 3]] for i in range(300)]
+    f = write_tsv(tmp_path/'train.tsv', ['index', 'sentence1', 'sentence2', 'gold_label'], rows)
+    dev, train = load_nli(f'local:{f}', 'dev'), load_nli(f'local:{f}', 'train')
+    assert dev and {premise_part(r['premise']) for r in dev} == {'dev'}
+    assert 20 < len(dev) < 60 and len(train) == 200                 # 200 binary rows in all; dev is part of them
+    assert {r['id'] for r in dev} <= {r['id'] for r in train}

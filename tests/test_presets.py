@@ -46,3 +46,16 @@ def test_overrides_are_checked():
 def test_settings_env(tmp_path, monkeypatch):
     monkeypatch.setenv('INSCL_SETTINGS', str(tmp_path/'nope.ini'))
     with pytest.raises(FileNotFoundError, match='INSCL_SETTINGS'): preset_names()
+
+def test_calibration_key_checked_and_in_step_with_icl(tmp_path):
+    from inscl.presets import CHOICES
+    from inscl.icl import CALIBRATIONS
+    assert CHOICES['distill.calibration'] == CALIBRATIONS
+    assert {load_preset(n).distill.calibration for n in preset_names()} <= set(CALIBRATIONS)
+    assert load_preset('smoke').distill.calibration == 'none'                       # [DEFAULT]
+    assert load_preset('tiny', overrides={'distill.calibration': 'contextual'}).distill.calibration == 'contextual'
+    with pytest.raises(ValueError, match=r"\[tiny\] distill.calibration: unknown value 'zhao'; expected one of: none, contextual, prior"):
+        load_preset('tiny', overrides={'distill.calibration': 'zhao'})
+    full = (Path(__file__).parents[1]/'settings.ini').read_text().replace('distill.calibration = none', 'distill.calibration = Prior', 1)
+    with pytest.raises(ValueError, match=r"settings.ini \[smoke\] distill.calibration: unknown value 'Prior'"):
+        load_preset('smoke', _ini(tmp_path, full))

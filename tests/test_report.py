@@ -38,7 +38,7 @@ def write_distill(root, method, mode, seed, preds, preset='p', mem=(np.nan, np.n
     run = root/'distill'/rid
     save_table(preds, run/'predictions.csv')
     peak = max((m for m in mem if not np.isnan(m)), default=np.nan)
-    base = dict(run_id=rid, method=method, teacher='t', student='s', k=k, data_seed=seed, pattern='gpt-3', mode=mode, peak_mem_mb=peak, train_seconds=1.0)
+    base = dict(run_id=rid, method=method, teacher='t', student='s', k=k, data_seed=seed, pattern='gpt-3', mode=mode, calibration='none', peak_mem_mb=peak, train_seconds=1.0)
     rows = [{**base, **r} for s in ('eval', 'ood') for r in summarize_nli(preds[preds.split == s], s)]
     save_table(pd.DataFrame(rows, columns=DISTILL_COLUMNS), run/'results.csv')
     save_json(dict(run_id=rid, preset=preset, method=method, mode=mode, k=k, data_seed=seed, finished=finished,
@@ -53,6 +53,8 @@ def predictions(gold, p_entail, split, heuristic=None, top_is_answer=None):
     t['top_token'] = 'Yes'
     t['pc_entail'], t['cal_pred'] = t.pn_entail, t.pred
     t['cal_correct'] = t.correct
+    t['pp_entail'], t['prior_pred'], t['prior_correct'] = t.pn_entail, t.pred, t.correct
+    t['phenomenon'] = 'negation' if split == 'eval' else ''
     t['heuristic'] = heuristic if heuristic is not None else 'all'
     t['subcase'], t['split'] = '', split
     return t
