@@ -110,17 +110,17 @@ def test_report_without_runs_keeps_reports(kit, capsys):
 
 def test_probe_grid_smoke(kit, capsys):
     "The probe grid: one papermill cell per model and pattern, the teacher's k sweep, the pattern table and the phenomenon verdict."
-    args = ['probe', '--preset', 'smoke', '--patterns', 'gpt-3', 'minimal', '--ks', '0', '--jobs', '2', '--threads', '1']
+    args = ['probe', '--preset', 'smoke', '--roles', 'teacher', '--patterns', 'gpt-3', 'minimal', '--ks', '0', '--jobs', '2', '--threads', '1']
     assert main(args) == 0
     out = capsys.readouterr().out
     runs = kit/'reports'/'runs'/'probe'
     ids = sorted(p.name for p in runs.iterdir() if p.is_dir())
-    assert ids == ['smoke-student-gpt-3', 'smoke-student-minimal', 'smoke-teacher-gpt-3', 'smoke-teacher-minimal']
+    assert ids == ['smoke-teacher-gpt-3', 'smoke-teacher-minimal']
     preds = pd.read_csv(runs/'smoke-teacher-gpt-3'/'predictions.csv')      # the preset's pattern (gpt-3): k 0 and the preset's k 4
     assert sorted(preds.k.unique()) == [0, 4] and len(preds) == 2 * 32     # one data seed, 32 dev queries
-    assert sorted(pd.read_csv(runs/'smoke-student-minimal'/'predictions.csv').k.unique()) == [4]
+    assert sorted(pd.read_csv(runs/'smoke-teacher-minimal'/'predictions.csv').k.unique()) == [4]
     assert json.loads((runs/'smoke-teacher-gpt-3'/'record.json').read_text())['finished']
     assert 'chosen' in out and 'teacher per phenomenon' in out
     summ = pd.read_csv(runs/'summary-smoke.csv')
-    assert {'negation', 'quantifier', 'all'} <= set(summ.phenomenon) and set(summ.role) == {'teacher', 'student'}
-    assert main(args) == 0 and capsys.readouterr().out.count('done before') == 4
+    assert {'negation', 'quantifier', 'all'} <= set(summ.phenomenon) and set(summ.role) == {'teacher'}
+    assert main(args) == 0 and capsys.readouterr().out.count('done before') == 2
