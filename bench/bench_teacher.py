@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from common import timed, add_common_args
 from inscl.files import save_json
-from inscl.icl import get_pattern, build_demos, answer_probs
+from inscl.icl import get_pattern, pattern_name, build_demos, answer_probs
 from inscl.models import load_model
 from inscl.nli import builtin_nli
 
@@ -26,7 +26,7 @@ def parse_args(argv=None):
     p.add_argument('--n-uncached', type=int, default=0, help='queries scored without the cache (0: the same as --n-queries); '
                    'times are compared per query')
     p.add_argument('--k', type=int, default=16, help='demonstrations in the shared prefix')
-    p.add_argument('--pattern', default='gpt-3', help='prompt pattern (minimal, gpt-3, eval-harness)')
+    p.add_argument('--pattern', default='gpt-3', help='prompt pattern (minimal, gpt-3, eval-harness, instruction, chat)')
     p.add_argument('--batch-size', type=int, default=8, help='queries per forward pass')
     p.add_argument('--data-seed', type=int, default=0, help='seed of the demonstration draw')
     return add_common_args(p).parse_args(argv)
@@ -34,8 +34,9 @@ def parse_args(argv=None):
 def main(argv=None):
     a = parse_args(argv)
     if a.threads: torch.set_num_threads(a.threads)
-    pat = get_pattern(a.pattern)
+    pattern_name(a.pattern)                                   # a bad name fails before the model loads
     (model, tok), t_load = timed(lambda: load_model(a.model))
+    pat = get_pattern(a.pattern, tok)                          # `chat` is rendered from the model's template
     train = builtin_nli(seed=0, n=max(200, 4 * a.k), split='train')
     queries = builtin_nli(seed=1, n=a.n_queries, split='test')
     demos = build_demos(train, a.k, a.data_seed, exclude_ids=[q['id'] for q in queries])

@@ -273,6 +273,19 @@ def cell_progress(c:Cell) -> str:
 
 _LIVE = set()   # papermill processes running now (stopped when the runner is interrupted)
 
+def _stop(proc:subprocess.Popen):
+    "Stop a papermill process and everything it started: its kernel runs in a session of its own, so Ctrl-C does not reach it."
+    try:
+        import psutil
+        kids = psutil.Process(proc.pid).children(recursive=True)
+    except Exception: kids = []       # no psutil, or the process is gone
+    for k in kids:
+        try: k.terminate()
+        except Exception: pass
+    proc.terminate()
+    try: proc.wait(timeout=10)
+    except subprocess.TimeoutExpired: proc.kill()
+
 def papermill_command(nb:Path,      # the notebook to execute
                       out:Path,     # where the executed copy goes
                       params:dict,  # its parameters
@@ -341,7 +354,7 @@ def run_grid(cells:list[Cell],        # the grid
                 if (now := ' | '.join(f'{c.run_id} {cell_progress(c)}' for c in running.values())) != shown:
                     bar.set_postfix_str(now); shown = now   # only on change: logs stay short
         except KeyboardInterrupt:
-            for proc in list(_LIVE): proc.terminate()   # the cells stop; their finished stages stay on disk
+            for proc in list(_LIVE): _stop(proc)         # the cells stop; their finished stages stay on disk
             bar.close()
             raise
     bar.close()
