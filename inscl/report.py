@@ -248,21 +248,26 @@ def distill_predictions(runs_dir:Path|str, # the runs root (holds `distill/`)
     return df[['run_id', 'method', 'data_seed'] + [c for c in df.columns if c not in ('run_id', 'method', 'data_seed')]]
 
 # %% ../nbs/09a_report.ipynb #b0ef84ca
-def _auc(gold:np.ndarray, score:np.ndarray) -> float:
-    "ROC AUC (sklearn); NaN when only one class is present."
-    from sklearn.metrics import roc_auc_score
-    return float(roc_auc_score(gold, score)) if len(np.unique(gold)) == 2 else np.nan
+def _auc(gold:np.ndarray, # 0/1 labels, (..., n)
+         score:np.ndarray # scores of the same shape
+        ) -> np.ndarray:
+    "ROC AUC along the last axis (Mann-Whitney with average ranks for ties, as sklearn's); NaN where one class is missing."
+    from scipy.stats import rankdata
+    gold = np.asarray(gold, dtype=float)
+    n1 = gold.sum(-1); n0 = gold.shape[-1] - n1
+    u = (rankdata(np.asarray(score, dtype=float), axis=-1) * gold).sum(-1) - n1 * (n1 + 1) / 2
+    with np.errstate(invalid='ignore', divide='ignore'): return np.where(n1 * n0 > 0, u / (n1 * n0), np.nan)
 
-BOOT_STATS = {  # statistic -> (the columns it reads, how), on dicts of numpy arrays
-    'mean': (['value'], lambda c: float(np.mean(c['value']))),
-    'accuracy': (['correct'], lambda c: float(np.mean(c['correct']))),
-    'calibrated_accuracy': (['cal_correct'], lambda c: float(np.mean(c['cal_correct']))),
-    'prior_accuracy': (['prior_correct'], lambda c: float(np.mean(c['prior_correct']))),
-    'non_answer_rate': (['top_is_answer'], lambda c: 1 - float(np.mean(c['top_is_answer']))),
+BOOT_STATS = {  # statistic -> (the columns it reads, how), on dicts of numpy arrays; each reduces the last axis
+    'mean': (['value'], lambda c: np.mean(c['value'], axis=-1)),
+    'accuracy': (['correct'], lambda c: np.mean(c['correct'], axis=-1)),
+    'calibrated_accuracy': (['cal_correct'], lambda c: np.mean(c['cal_correct'], axis=-1)),
+    'prior_accuracy': (['prior_correct'], lambda c: np.mean(c['prior_correct'], axis=-1)),
+    'non_answer_rate': (['top_is_answer'], lambda c: 1 - np.mean(c['top_is_answer'], axis=-1)),
     'auc': (['gold', 'pn_entail'], lambda c: _auc(c['gold'], c['pn_entail']))}
 
 def bootstrap_ci(data,                     # values, a (gold, score) pair, or a predictions table with the statistic's columns
-                 stat:str|Callable='accuracy', # a name in `BOOT_STATS`, or f(dict of column arrays) -> float
+                 stat:str|Callable='accuracy', # a name in `BOOT_STATS`, or f(dict of column arrays) reducing their last axis
                  by:str|None=None,         # a column of groups (data seeds): resample within each, average the statistic over groups
                  n_boot:int=1000,          # bootstrap resamples
                  seed:int=0,               # seed of the resampling
@@ -286,10 +291,10 @@ def bootstrap_ci(data,                     # values, a (gold, score) pair, or a 
     arrs = [{c: g[c].to_numpy() for c in cols} for g in groups]
     est = float(np.mean([f(a) for a in arrs])) if len(data) else np.nan
     if any(len(g) < 2 for g in groups) or not len(data): return est, np.nan, np.nan
-    statistic = lambda *idx: np.mean([f({c: v[i] for c, v in a.items()}) for a, i in zip(arrs, idx)])
+    statistic = lambda *idx, axis=-1: np.mean([f({c: v[i] for c, v in a.items()}) for a, i in zip(arrs, idx)], axis=0)
     with warnings.catch_warnings():   # scipy warns when the distribution is constant or has NaNs; the quantiles below handle both
         warnings.simplefilter('ignore', DegenerateDataWarning)
-        dist = bootstrap(tuple(np.arange(len(g)) for g in groups), statistic, n_resamples=n_boot, vectorized=False,
+        dist = bootstrap(tuple(np.arange(len(g)) for g in groups), statistic, n_resamples=n_boot, vectorized=True,
                          method='percentile', confidence_level=level, rng=np.random.default_rng(seed)).bootstrap_distribution
     if np.isnan(dist).all(): return est, np.nan, np.nan
     lo, hi = np.nanquantile(dist, [(1 - level) / 2, (1 + level) / 2])
@@ -378,7 +383,7 @@ def method_difference(preds:pd.DataFrame, # `distill_predictions`
     if not len(m): return (np.nan,) * 3
     m = m.astype({f'{c}_a': float, f'{c}_b': float})
     if stat == 'auc': f = lambda d: _auc(d['gold'], d[f'{c}_a']) - _auc(d['gold'], d[f'{c}_b'])
-    else: f = lambda d: float(np.mean(d[f'{c}_a'] - d[f'{c}_b']))
+    else: f = lambda d: np.mean(d[f'{c}_a'] - d[f'{c}_b'], axis=-1)
     return bootstrap_ci(m[['data_seed', 'gold', f'{c}_a', f'{c}_b']], f, by='data_seed', n_boot=n_boot, seed=seed)
 
 def transfer_statements(preds:pd.DataFrame,             # `distill_predictions`
