@@ -22,3 +22,7 @@ def tmp_cache(tmp_path, monkeypatch):
     "Point the kit's cache at a fresh folder for this test."
     monkeypatch.setenv('INSCL_CACHE', str(tmp_path/'cache'))
     return tmp_path/'cache'
+
+def pytest_collection_modifyitems(config, items):
+    "Slow tests first (stable otherwise): with two workers, the long ones start at once instead of last."
+    items.sort(key=lambda it: it.get_closest_marker('slow') is None)
