@@ -26,7 +26,7 @@ from .train import MODES, TrainConfig, train
 
 # %% auto #0
 __all__ = ['METHODS', 'METHOD_NAMES', 'KL_KINDS', 'LABEL_NAMES', 'PHASES', 'RESULT_COLUMNS', 'check_alpha_tau', 'distill_loss',
-           'answer_kl', 'auc', 'parse_method', 'method_label', 'distill_data', 'records_hash', 'TeacherProbs',
+           'answer_kl', 'parse_method', 'method_label', 'distill_data', 'records_hash', 'TeacherProbs',
            'teacher_cache_path', 'teacher_probs', 'calibrated_teacher', 'load_tokenizer', 'check_same_tokenizer',
            'student_features', 'collate_last', 'last_logits', 'student_loss', 'train_student', 'predict_nli',
            'summarize_nli', 'measure_peak_memory', 'run_name', 'distill_run_id', 'run_distill']
@@ -67,13 +67,7 @@ def answer_kl(teacher_logits:np.ndarray, # (n, A) teacher answer-word logits
     return float((lt.exp() * (lt - ls)).sum(-1).mean())
 
 # %% ../nbs/08a_distill.ipynb #a6564eb7
-def auc(gold:Sequence[int],     # 1 entailed, 0 not
-        score:Sequence[float]   # p(entailed), any monotone score
-       ) -> float:
-    "ROC AUC of `score` against `gold` (sklearn); NaN when only one class is present."
-    from sklearn.metrics import roc_auc_score
-    gold = np.asarray(gold)
-    return float(roc_auc_score(gold, score)) if len(np.unique(gold)) == 2 else float('nan')
+from .metrics import auc   # ROC AUC of p(entailed) against gold; NaN with one class (defined in inscl.metrics, shared with the probe and the reports)
 
 # %% ../nbs/08a_distill.ipynb #a10e9be7
 METHODS = ('icl', 'zero_shot', 'pbft', 'cd')

@@ -1,4 +1,4 @@
-"""Relative Gain, average performance, forgetting and backward transfer, all computed from the tidy results table.
+"""Relative Gain, average performance, forgetting and backward transfer, all computed from the tidy results table; and the AUC the distillation study ranks with.
 
 Docs: https://inscl.github.io/inscl/metrics.html.md"""
 
@@ -12,7 +12,7 @@ import pandas as pd
 
 # %% auto #0
 __all__ = ['RUN_COLUMNS', 'run_groups', 'trained_order', 'score_matrices', 'score_matrix', 'expert_scores', 'relative_gain',
-           'average_performance', 'forgetting', 'backward_transfer', 'final_metrics']
+           'average_performance', 'forgetting', 'backward_transfer', 'auc', 'final_metrics']
 
 # %% ../nbs/07a_metrics.ipynb #4c8e7064
 RUN_COLUMNS = ['run_id', 'study', 'order', 'method', 'seed']  # columns that describe a run, carried into every metric table
@@ -178,6 +178,18 @@ def backward_transfer(df:pd.DataFrame,               # the tidy results table
         d = [_cell(m, T, order[j], where, 'BWT') - _cell(m, j, order[j], where, 'BWT') for j in range(T)]
         rows.append({**ids, 'n_stages': T + 1, 'BWT': float(np.mean(d)) if d else np.nan})
     return pd.DataFrame(rows)
+
+# %% ../nbs/07a_metrics.ipynb #8ab094f4
+def auc(gold:Sequence[int]|np.ndarray,    # 1 entailed (positive), 0 not: shape (n,) or (..., n)
+        score:Sequence[float]|np.ndarray  # p(entailed) or any monotone score, the same shape
+       ) -> float|np.ndarray:
+    "ROC AUC of `score` against `gold` along the last axis (ties count one half); NaN where one class is missing."
+    from scipy.stats import rankdata
+    gold = np.asarray(gold, dtype=float)
+    n1 = gold.sum(-1); n0 = gold.shape[-1] - n1
+    u = (rankdata(np.asarray(score, dtype=float), axis=-1) * gold).sum(-1) - n1 * (n1 + 1) / 2
+    with np.errstate(invalid='ignore', divide='ignore'): a = np.where(n1 * n0 > 0, u / (n1 * n0), np.nan)
+    return float(a) if a.ndim == 0 else a
 
 # %% ../nbs/07a_metrics.ipynb #94d5ab12
 def final_metrics(df:pd.DataFrame,                              # the tidy results table

@@ -16,7 +16,7 @@ from .presets import Preset, load_preset, seed_everything
 from .files import save_json, load_json, save_table, load_table
 from .nli import load_nli
 from .icl import PATTERN_NAMES, build_demos, icl_predict
-from .distill import auc
+from .metrics import auc
 
 # %% auto #0
 __all__ = ['PROBE_KS', 'PASS_AUC', 'PASS_ACCURACY', 'PRED_COLUMNS', 'SUMMARY_KEYS', 'METRICS', 'probe_patterns', 'probe_run_id',

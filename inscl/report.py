@@ -248,23 +248,13 @@ def distill_predictions(runs_dir:Path|str, # the runs root (holds `distill/`)
     return df[['run_id', 'method', 'data_seed'] + [c for c in df.columns if c not in ('run_id', 'method', 'data_seed')]]
 
 # %% ../nbs/09a_report.ipynb #b0ef84ca
-def _auc(gold:np.ndarray, # 0/1 labels, (..., n)
-         score:np.ndarray # scores of the same shape
-        ) -> np.ndarray:
-    "ROC AUC along the last axis (Mann-Whitney with average ranks for ties, as sklearn's); NaN where one class is missing."
-    from scipy.stats import rankdata
-    gold = np.asarray(gold, dtype=float)
-    n1 = gold.sum(-1); n0 = gold.shape[-1] - n1
-    u = (rankdata(np.asarray(score, dtype=float), axis=-1) * gold).sum(-1) - n1 * (n1 + 1) / 2
-    with np.errstate(invalid='ignore', divide='ignore'): return np.where(n1 * n0 > 0, u / (n1 * n0), np.nan)
-
 BOOT_STATS = {  # statistic -> (the columns it reads, how), on dicts of numpy arrays; each reduces the last axis
     'mean': (['value'], lambda c: np.mean(c['value'], axis=-1)),
     'accuracy': (['correct'], lambda c: np.mean(c['correct'], axis=-1)),
     'calibrated_accuracy': (['cal_correct'], lambda c: np.mean(c['cal_correct'], axis=-1)),
     'prior_accuracy': (['prior_correct'], lambda c: np.mean(c['prior_correct'], axis=-1)),
     'non_answer_rate': (['top_is_answer'], lambda c: 1 - np.mean(c['top_is_answer'], axis=-1)),
-    'auc': (['gold', 'pn_entail'], lambda c: _auc(c['gold'], c['pn_entail']))}
+    'auc': (['gold', 'pn_entail'], lambda c: metrics.auc(c['gold'], c['pn_entail']))}
 
 def bootstrap_ci(data,                     # values, a (gold, score) pair, or a predictions table with the statistic's columns
                  stat:str|Callable='accuracy', # a name in `BOOT_STATS`, or f(dict of column arrays) reducing their last axis
@@ -382,7 +372,7 @@ def method_difference(preds:pd.DataFrame, # `distill_predictions`
     m = q[q.method == a][['data_seed', 'id', 'gold', c]].merge(q[q.method == b][['data_seed', 'id', c]], on=['data_seed', 'id'], suffixes=('_a', '_b'))
     if not len(m): return (np.nan,) * 3
     m = m.astype({f'{c}_a': float, f'{c}_b': float})
-    if stat == 'auc': f = lambda d: _auc(d['gold'], d[f'{c}_a']) - _auc(d['gold'], d[f'{c}_b'])
+    if stat == 'auc': f = lambda d: metrics.auc(d['gold'], d[f'{c}_a']) - metrics.auc(d['gold'], d[f'{c}_b'])
     else: f = lambda d: np.mean(d[f'{c}_a'] - d[f'{c}_b'], axis=-1)
     return bootstrap_ci(m[['data_seed', 'gold', f'{c}_a', f'{c}_b']], f, by='data_seed', n_boot=n_boot, seed=seed)
 
