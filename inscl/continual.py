@@ -6,14 +6,14 @@ Docs: https://inscl.github.io/inscl/continual.html.md"""
 
 # %% ../nbs/07_continual.ipynb #08742a37
 from __future__ import annotations
-import shutil, time
+import os, shutil, sys, time
 from collections import defaultdict
 from pathlib import Path
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 from .presets import Preset, load_preset, seed_everything
-from .files import save_json, load_json, save_table, load_table
+from .files import atomic_write, save_json, load_json, save_table, load_table, check_table
 from .data import builtin_superni, load_superni, task_order
 from .models import load_model
 from .replay import replay_plan, METHODS
@@ -21,15 +21,22 @@ from .train import train, TrainConfig
 from .evaluate import evaluate_tasks
 
 # %% auto #0
-__all__ = ['RESULT_COLUMNS', 'study_data', 'run_name', 'run_continual', 'train_experts']
+__all__ = ['RESULT_COLUMNS', 'study_data', 'run_name', 'check_results', 'run_continual', 'train_experts']
 
 # %% ../nbs/07_continual.ipynb #c0892b27
 RESULT_COLUMNS = ['run_id', 'study', 'order', 'method', 'seed', 'stage', 'trained_task', 'eval_task', 'rougeL', 'exact_match']
 
-def _subsample(records:list[dict], n:int, seed:int) -> list[dict]:
+def _subsample(records:list[dict], # records with a `category`
+               n:int,              # records per category (0: all)
+               seed:int,           # the shuffle's seed
+               where:str='records' # the data and split, named in errors
+              ) -> list[dict]:
     "The first `n` records of each category after a seeded shuffle (n=0: all), in a stable order."
     by = defaultdict(list)
     for r in records: by[r['category']].append(r)
+    if (short := {c: len(rs) for c, rs in by.items() if len(rs) < n}):
+        raise ValueError(f"{where}: too few records for {n} per task: " + ', '.join(f'{c} has {k}' for c, k in short.items())
+                         + "; lower the preset's size (0: all) or add task files")
     out = []
     for c, rs in by.items():
         idx = np.random.default_rng([seed, len(c), sum(map(ord, c))]).permutation(len(rs))
@@ -43,8 +50,8 @@ def study_data(p:Preset # the preset (its `inscl` part and seed)
     if src == 'builtin': d = builtin_superni(seed=p.seed)
     elif src.startswith('local:'): d = load_superni(Path(src[6:]).expanduser(), split_seed=p.seed)
     else: raise ValueError(f"preset {p.name!r}: inscl.data={src!r}; expected 'builtin' or 'local:PATH' (a natural-instructions tasks/ folder)")
-    return {'train': _subsample(d['train'], p.inscl.n_train_per_task, p.seed),
-            'test': _subsample(d['test'], p.inscl.n_test_per_task, p.seed)}
+    return {'train': _subsample(d['train'], p.inscl.n_train_per_task, p.seed, f'{src} (train split, inscl.n_train_per_task)'),
+            'test': _subsample(d['test'], p.inscl.n_test_per_task, p.seed, f'{src} (test split, inscl.n_test_per_task)')}
 
 # %% ../nbs/07_continual.ipynb #4c654af5
 def run_name(preset:str, order:str, method:str, seed:int, weights:str='real', replay_per_task:int|None=None) -> str:
@@ -55,18 +62,30 @@ def run_name(preset:str, order:str, method:str, seed:int, weights:str='real', re
     return rid
 
 # %% ../nbs/07_continual.ipynb #acdf37b9
-def _save_model(model, tok, path:Path):
-    "Save a checkpoint atomically: into a sibling temp folder, then swap it in."
+def _note(msg:str # one line on what a resumed run found and did
+         ):
+    "Tell the user (stderr, so it shows in a papermill log) what a resumed run repaired."
+    print(f'inscl: {msg}', file=sys.stderr, flush=True)
+
+def _fsync_tree(folder:Path # a folder just written
+               ):
+    "Flush every file of `folder` to disk, so its rename is not ahead of its content after a power cut."
+    for f in folder.rglob('*'):
+        if f.is_file():
+            with open(f, 'rb') as h: os.fsync(h.fileno())
+
+def _save_model(model, tok, path:Path) -> Path:
+    "Save a checkpoint into a temporary sibling folder, then rename it to `path`: absent or complete, never half-written."
     from transformers.utils import logging as hf_logging
-    tmp = path.with_name(path.name + '.tmp')
-    if tmp.exists(): shutil.rmtree(tmp)
+    tmp = path.with_name(f'.{path.name}.tmp')
+    for d in (tmp, path):
+        if d.exists(): shutil.rmtree(d)   # left by an interrupted, uncommitted stage
     hf_logging.disable_progress_bar()
     try: model.save_pretrained(tmp); tok.save_pretrained(tmp)
     finally: hf_logging.enable_progress_bar()
-    old = path.with_name(path.name + '.old')
-    if path.exists(): path.rename(old)
+    _fsync_tree(tmp)
     tmp.rename(path)
-    if old.exists(): shutil.rmtree(old)
+    return path
 
 def _stage_records(train:list[dict], task:str, plan:dict) -> list[dict]:
     "Task `task`'s training records plus the plan's replay examples (looked up by id)."
@@ -74,6 +93,86 @@ def _stage_records(train:list[dict], task:str, plan:dict) -> list[dict]:
     missing = [e['id'] for e in plan['examples'] if e['id'] not in by_id]
     if missing: raise ValueError(f"replay plan of stage {plan['stage']} names unknown record ids: {missing[:5]}")
     return [r for r in train if r['category'] == task] + [by_id[e['id']] for e in plan['examples']]
+
+# %% ../nbs/07_continual.ipynb #300691f7
+def _rows(rid:str, order:str, method:str, seed:int, # the run's identity
+          finished:list[dict]                        # `state.json`'s committed stages, each with its `scores`
+         ) -> list[dict]:
+    "The tidy results rows of the committed stages."
+    return [dict(run_id=rid, study='inscl', order=order, method=method, seed=seed, stage=e['stage'], trained_task=e['task'],
+                 eval_task=s['eval_task'], rougeL=s['rougeL'], exact_match=s['exact_match']) for e in finished for s in e['scores']]
+
+def _csv(rows:list[dict]) -> str: return pd.DataFrame(rows, columns=RESULT_COLUMNS).to_csv(index=False)
+
+def _sync_results(path:Path,     # the run's `results.csv`
+                  rows:list[dict] # the committed rows
+                 ):
+    "Make `path` hold exactly `rows`: rewrite it, with a message, when an interrupted stage or damage left it different."
+    text = _csv(rows)
+    if path.exists():
+        if path.read_bytes() == text.encode(): return
+        if not rows:
+            _note(f"{path}: holds rows of a stage that was not committed: removed"); path.unlink(); return
+        _note(f"{path}: differs from the {len({r['stage'] for r in rows})} committed stage(s) in state.json "
+              f"(an interrupted stage or a damaged file): rewritten from state.json")
+    if rows: atomic_write(path, text)
+
+def check_results(path:Path|str,         # a continual `results.csv` or an `experts.csv`
+                  n_rows:int|None=None,  # the row count the run recorded
+                  digest:str|None=None   # the sha256 the run recorded (`inscl.files.file_digest`)
+                 ) -> pd.DataFrame:
+    "Read a continual results table if it is complete and as recorded; else raise a ValueError naming the file."
+    df = check_table(path, RESULT_COLUMNS, n_rows, digest, key=['run_id', 'stage', 'eval_task'])
+    if (bad := df.index[df.isna().any(axis=1)]).size:
+        raise ValueError(f"{path} line {bad[0] + 2}: an empty field ({bad.size} such rows)")
+    return df
+
+# %% ../nbs/07_continual.ipynb #cdaced4a
+def _legacy_state(run:Path, # a run folder written by an older kit
+                  state:dict # its `state.json`: stages without scores, one `checkpoint` folder swapped in place
+                 ) -> dict:
+    "Bring an older kit's state to the current form: scores from `results.csv`, and the checkpoint that matches the state, if any."
+    done = len(state['finished'])
+    try: df = load_table(run/'results.csv')
+    except (OSError, ValueError) as e:
+        _note(f"{e}: the scores of the finished stages are lost; the run starts again from stage 0")
+        return {'finished': [], 'checkpoint': None}
+    kept = df[df.stage < done].drop_duplicates(['stage', 'eval_task'])
+    fin = [{**e, 'scores': [dict(eval_task=r.eval_task, rougeL=float(r.rougeL), exact_match=float(r.exact_match))
+                            for r in kept[kept.stage == e['stage']].itertuples()]} for e in state['finished']]
+    # the old swap renamed `checkpoint` to `checkpoint.old` first; results.csv ahead of the state means `checkpoint` is newer
+    ck = 'checkpoint.old' if (run/'checkpoint.old').is_dir() else None if (df.stage >= done).any() else 'checkpoint'
+    return {'finished': fin, 'checkpoint': ck}
+
+def _checkpoint_stage(d:Path) -> int|None:
+    "The stage of a checkpoint folder `checkpoint-XX`, else None."
+    tail = d.name.removeprefix('checkpoint-')
+    return int(tail) if tail != d.name and tail.isdigit() else None
+
+def _resume_model(run:Path, state:dict, p:Preset):
+    "Load the checkpoint of the last committed stage, else the newest earlier one, else the base model; return `(model, tok, state)`."
+    done = len(state['finished'])
+    if done:
+        cands = [(done - 1, run/state['checkpoint'])] if state.get('checkpoint') else []
+        older = sorted((k, d) for d in run.glob('checkpoint-*') if (k := _checkpoint_stage(d)) is not None and k < done - 1)
+        for k, d in cands + older[::-1]:
+            if not d.is_dir():
+                _note(f"{d}: the checkpoint of stage {k} is missing (an interrupted checkpoint swap?)"); continue
+            try: model, tok = load_model(str(d), preset=p.name, seed=p.seed)
+            except (OSError, ValueError) as e: _note(str(e).splitlines()[0]); continue
+            if k < done - 1: _note(f"{run}: resuming from {d.name}; stages {k + 1}-{done - 1} are trained again")
+            return model, tok, {'finished': state['finished'][:k + 1], 'checkpoint': d.name}
+        _note(f"{run}: no committed checkpoint loads; the run starts again from stage 0")
+    model, tok = load_model(p.inscl.model, preset=p.name, seed=p.seed)
+    return model, tok, {'finished': [], 'checkpoint': None}
+
+def _remove_strays(run:Path, state:dict):
+    "Remove the checkpoints and plans no committed stage owns (left by an interrupted one), in one message."
+    done, keep = len(state['finished']), state.get('checkpoint')
+    gone = [d for d in run.iterdir() if d.name.lstrip('.').startswith('checkpoint') and d.name != keep]
+    gone += [f for f in (run/'plans').glob('stage_*.json') if not f.stem[6:].isdigit() or int(f.stem[6:]) >= done]
+    for d in gone: shutil.rmtree(d) if d.is_dir() else d.unlink()
+    if gone: _note(f"{run}: removed {', '.join(sorted(d.name for d in gone))}: not part of the {done} committed stage(s)")
 
 # %% ../nbs/07_continual.ipynb #cb7d6850
 def run_continual(order:str,                    # `curriculum`, `random` or `difficult` (or a list of tasks)
@@ -97,11 +196,14 @@ def run_continual(order:str,                    # `curriculum`, `random` or `dif
     rid = run_name(p.name, oname, method, seed, w, None if replay_per_task is None else rpt)
     run = Path(out_dir or p.runs_dir/'inscl')/rid
     n_stages = len(tasks) if stages is None else min(stages, len(tasks))
-    state = load_json(run/'state.json') if (run/'state.json').exists() else {'finished': []}
-    done = len(state['finished'])
-    results = run/'results.csv'
-    rows = load_table(results).to_dict('records') if done and results.exists() else []
-    if done >= n_stages: return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    state_path, results = run/'state.json', run/'results.csv'
+    try: state = load_json(state_path) if state_path.exists() else {'finished': [], 'checkpoint': None}
+    except ValueError as e: raise ValueError(f"{e}; the run's commit record is damaged: delete {run} to run it again") from None
+    if state['finished'] and 'scores' not in state['finished'][0]: state = _legacy_state(run, state)
+    if len(state['finished']) >= n_stages:
+        rows = _rows(rid, oname, method, seed, state['finished'])
+        _sync_results(results, rows)
+        return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
     data = study_data(p)
     seen = {r['category'] for r in data['train']}
@@ -111,8 +213,12 @@ def run_continual(order:str,                    # `curriculum`, `random` or `dif
     save_json(dict(run_id=rid, preset=p.name, order=oname, tasks=tasks, method=method, seed=seed, weights=w,
                    replay_per_task=rpt, eval_all=eval_all, model=p.inscl.model), run/'run.json')
     seed_everything(seed)
-    ckpt = run/'checkpoint'
-    model, tok = load_model(str(ckpt) if done else p.inscl.model, preset=p.name, seed=p.seed)
+    before = len(state['finished'])
+    model, tok, state = _resume_model(run, state, p)
+    if len(state['finished']) < before: save_json(state, state_path)   # commit the step back to a checkpoint that loads
+    _remove_strays(run, state)
+    _sync_results(results, _rows(rid, oname, method, seed, state['finished']))
+    done = len(state['finished'])
     bar = tqdm(range(done, n_stages), desc=rid, unit='stage', disable=not progress, initial=done, total=n_stages)
     for i in bar:
         bar.set_postfix_str(tasks[i])
@@ -124,16 +230,17 @@ def run_continual(order:str,                    # `curriculum`, `random` or `dif
         t_train = time.perf_counter() - t0
         ev = tasks if eval_all else tasks[:i+1]
         scores = evaluate_tasks(model, tok, {t: tests[t] for t in ev}, p.inscl.max_new_tokens, progress=False)
-        rows += [dict(run_id=rid, study='inscl', order=oname, method=method, seed=seed, stage=i, trained_task=tasks[i],
-                      eval_task=s['eval_task'], rougeL=s['rougeL'], exact_match=s['exact_match']) for s in scores]
-        _save_model(model, tok, ckpt)
+        ck = _save_model(model, tok, run/f'checkpoint-{i:02d}') if i < len(tasks) - 1 else None  # the last task needs none
         save_json(plan, run/'plans'/f'stage_{i:02d}.json')
-        save_table(pd.DataFrame(rows, columns=RESULT_COLUMNS), results)
-        state['finished'].append(dict(stage=i, task=tasks[i], train_seconds=round(t_train, 2), seconds=round(time.perf_counter()-t0, 2),
-                                      n_train=stats['examples'] // cfg.epochs, final_loss=stats['final_loss']))
-        save_json(state, run/'state.json')
-    if len(state['finished']) == len(tasks) and ckpt.exists(): shutil.rmtree(ckpt)  # finished: the results are what is kept
-    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+        entry = dict(stage=i, task=tasks[i], train_seconds=round(t_train, 2), seconds=round(time.perf_counter()-t0, 2),
+                     n_train=stats['examples'] // cfg.epochs, final_loss=stats['final_loss'],
+                     scores=[dict(eval_task=s['eval_task'], rougeL=float(s['rougeL']), exact_match=float(s['exact_match'])) for s in scores])
+        state = {'finished': [*state['finished'], entry], 'checkpoint': ck.name if ck else None}
+        atomic_write(results, _csv(_rows(rid, oname, method, seed, state['finished'])))
+        save_json(state, state_path)  # the commit: the stage counts from here on
+        for d in run.iterdir():
+            if d.is_dir() and d.name.startswith('checkpoint') and d.name != state['checkpoint']: shutil.rmtree(d)  # the previous stage's
+    return pd.DataFrame(_rows(rid, oname, method, seed, state['finished']), columns=RESULT_COLUMNS)
 
 # %% ../nbs/07_continual.ipynb #18ecb84e
 def train_experts(preset:str|Preset='smoke',     # a preset name or object
@@ -146,7 +253,10 @@ def train_experts(preset:str|Preset='smoke',     # a preset name or object
     p = preset if isinstance(preset, Preset) else load_preset(preset)
     tasks = tasks or task_order('curriculum')
     path = Path(out_dir or p.runs_dir/'inscl')/f'experts-{p.name}-s{seed}'/'experts.csv'
-    rows = load_table(path).to_dict('records') if path.exists() else []
+    rows = []
+    if path.exists():
+        try: rows = check_results(path).to_dict('records')
+        except ValueError as e: _note(f"{e}: the experts are trained again")
     todo = [t for t in tasks if t not in {r['eval_task'] for r in rows}]
     if todo:
         data = study_data(p)
@@ -158,5 +268,5 @@ def train_experts(preset:str|Preset='smoke',     # a preset name or object
             s = evaluate_tasks(model, tok, {t: [r for r in data['test'] if r['category'] == t]}, p.inscl.max_new_tokens, progress=False)[0]
             rows.append(dict(run_id=f'experts-{p.name}-s{seed}', study='inscl', order='expert', method='expert', seed=seed,
                              stage=0, trained_task=t, eval_task=t, rougeL=s['rougeL'], exact_match=s['exact_match']))
-            save_table(pd.DataFrame(rows, columns=RESULT_COLUMNS), path)
+            save_table(pd.DataFrame(rows, columns=RESULT_COLUMNS), path)  # one expert per atomic write: a kill loses at most the one in training
     return pd.DataFrame([r for r in rows if r['eval_task'] in tasks], columns=RESULT_COLUMNS)

@@ -155,7 +155,9 @@ def read_superni_task(path:Path|str # one SuperNI task JSON file
                      ) -> dict:
     "Read and check one task file: {task, definition, categories, english, instances}."
     path = Path(path)
-    try: d = json.loads(path.read_text(encoding='utf-8'))
+    text = path.read_text(encoding='utf-8')
+    if not text.strip(): raise ValueError(f"{path.name}: the file is empty")
+    try: d = json.loads(text)
     except json.JSONDecodeError as e: raise ValueError(f"{path.name}: not valid JSON ({e})") from None
     if not isinstance(d, dict): raise ValueError(f"{path.name}: expected a JSON object at the top level")
     cats = d.get('Categories') or []

@@ -141,7 +141,7 @@ def teacher_cache_path(teacher:str,              # the teacher's model name
                        pattern:str,              # a name in `PATTERNS`
                        data_seed:int,            # the data seed of the demonstrations
                        kl:str='answer',          # `answer` or `vocab` (the latter also caches whole logit rows)
-                       root:Path|str|None=None,  # the kit's cache root (default `$INSCL_CACHE` or ~/.cache/inscl)
+                       root:Path|str|None=None,  # the kit's cache root (default `inscl.files.cache_root()`: $INSCL_CACHE, the preset's cache_dir, ~/.cache/inscl)
                        seed:int=0,               # weight seed of a tiny teacher (`load_model(seed=...)`)
                        content_free:Sequence[str]=('N/A',), # content-free inputs scored in the same pass
                       ) -> Path:

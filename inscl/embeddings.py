@@ -96,7 +96,7 @@ def _store(folder:Path) -> dict:
 def encode_instructions(texts:Sequence[str],              # instructions or tags, in any order, repeats allowed
                         encoder:str|Encoder|tuple='minilm', # see `get_encoder`
                         cache:bool=True,                  # read/write the on-disk cache (when the encoder has a key)
-                        cache_root:str|Path|None=None,    # cache root; default `$INSCL_CACHE` or `~/.cache/inscl`
+                        cache_root:str|Path|None=None,    # cache root; default `inscl.files.cache_root()` ($INSCL_CACHE, the preset's cache_dir, ~/.cache/inscl)
                        ) -> np.ndarray:
     "L2-normalised float32 embeddings of `texts`, one row per text; only texts not in the cache are encoded."
     texts = list(texts)

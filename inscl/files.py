@@ -12,19 +12,31 @@ from pathlib import Path
 import pandas as pd
 
 # %% auto #0
-__all__ = ['atomic_path', 'atomic_write', 'save_json', 'load_json', 'save_table', 'load_table', 'content_hash', 'cache_dir']
+__all__ = ['DEFAULT_CACHE', 'atomic_path', 'atomic_write', 'save_json', 'load_json', 'save_table', 'load_table', 'file_digest',
+           'check_table', 'content_hash', 'set_cache_root', 'cache_root', 'cache_dir']
 
 # %% ../nbs/01a_files.ipynb #10ba68c0
+def _umask() -> int:
+    "The process umask, read from /proc where it can be (changing it, even briefly, races with other threads)."
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('Umask:'): return int(line.split()[1], 8)
+    except (OSError, ValueError): pass
+    m = os.umask(0o022); os.umask(m)
+    return m
+
 @contextmanager
 def atomic_path(path:Path|str # the file to (re)write
                ):
-    "Yield a temporary path beside `path`; on success it replaces `path` atomically, on error it is removed."
+    "Yield a temporary path beside `path`; on success it replaces `path` atomically (mode 0666 less the umask), on error it is removed."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; a result file is as readable as any other
         with open(tmp, 'rb') as f: os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
@@ -53,9 +65,52 @@ def save_table(df:pd.DataFrame, path:Path|str) -> Path:
     with atomic_path(path) as tmp: df.to_csv(tmp, index=False)
     return Path(path)
 
+# floats read back exactly as written (pandas 3 does so by default and deprecates the option)
+_EXACT = {} if int(pd.__version__.split('.')[0]) >= 3 else {'float_precision': 'round_trip'}
+
 def load_table(path:Path|str) -> pd.DataFrame:
-    "Read a tidy results table written by `save_table`."
-    return pd.read_csv(path)
+    "Read a tidy results table written by `save_table` (floats exactly as written), naming the file if it does not parse."
+    try: return pd.read_csv(path, **_EXACT)
+    except pd.errors.EmptyDataError: raise ValueError(f"{path}: the file is empty (not even a header); delete it to redo what wrote it") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not a valid CSV table ({str(e).strip().splitlines()[0]}); delete it to redo what wrote it") from None
+
+# %% ../nbs/01a_files.ipynb #e6554891
+def file_digest(path:Path|str # the file to fingerprint
+               ) -> str:
+    "The sha256 hex digest of the bytes of `path`."
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
+    return h.hexdigest()
+
+def check_table(path:Path|str,            # the CSV table to check
+                columns:list[str],        # its columns, in order
+                n_rows:int|None=None,     # the row count the run recorded (None: any, but at least one row)
+                digest:str|None=None,     # the sha256 hex digest the run recorded (None: not checked)
+                key:list[str]|None=None   # columns that must be present and unique together in every row
+               ) -> pd.DataFrame:
+    "Read the table `path` if it is complete and as recorded; else raise a ValueError naming the file and the fault."
+    path = Path(path)
+    if not path.is_file(): raise ValueError(f"{path}: no such file")
+    data = path.read_bytes()
+    if not data.strip(): raise ValueError(f"{path}: the file is empty")
+    if not data.endswith(b'\n'): raise ValueError(f"{path}: truncated (its last line has no newline)")
+    df = load_table(path)
+    if list(df.columns) != list(columns):
+        miss, extra = [c for c in columns if c not in df.columns], [c for c in df.columns if c not in columns]
+        raise ValueError(f"{path}: columns {', '.join(map(str, df.columns))}; expected {', '.join(columns)}"
+                         + (f" (missing: {', '.join(miss)})" if miss else '') + (f" (unexpected: {', '.join(map(str, extra))})" if extra else ''))
+    if key:
+        if (bad := df.index[df[key].isna().any(axis=1)]).size:
+            raise ValueError(f"{path} line {bad[0] + 2}: empty {', '.join(key)} ({bad.size} such rows)")
+        if (dup := df.index[df.duplicated(key)]).size:
+            raise ValueError(f"{path} line {dup[0] + 2}: repeats {', '.join(f'{k}={df.at[dup[0], k]}' for k in key)} ({dup.size} repeated rows)")
+    if n_rows is None and not len(df): raise ValueError(f"{path}: a header but no rows")
+    if n_rows is not None and len(df) != n_rows: raise ValueError(f"{path}: {len(df)} rows; the run recorded {n_rows}")
+    if digest is not None and (d := hashlib.sha256(data).hexdigest()) != digest:
+        raise ValueError(f"{path}: sha256 {d[:12]}... differs from the recorded {digest[:12]}...: the file changed after the run wrote it")
+    return df
 
 # %% ../nbs/01a_files.ipynb #df9e4859
 def content_hash(*objs, n:int=16) -> str:
@@ -63,11 +118,25 @@ def content_hash(*objs, n:int=16) -> str:
     h = hashlib.sha256(json.dumps(objs, sort_keys=True, default=str, ensure_ascii=False).encode('utf-8'))
     return h.hexdigest()[:n]
 
-def cache_dir(root:Path|str|None=None, # the cache root; default `$INSCL_CACHE` or `~/.cache/inscl`
+DEFAULT_CACHE = Path('~/.cache/inscl')
+_preset_cache:Path|None = None   # the `cache_dir` of the last preset `inscl.presets.load_preset` read
+
+def set_cache_root(root:Path|str|None # a preset's `cache_dir` (None: forget it)
+                  ) -> Path|None:
+    "Make `root` the cache root used when `$INSCL_CACHE` is unset; return the previous one."
+    global _preset_cache
+    old, _preset_cache = _preset_cache, (Path(root).expanduser() if root else None)
+    return old
+
+def cache_root(root:Path|str|None=None # an explicit root, used as is
+              ) -> Path:
+    "The kit's cache root: `root`, else `$INSCL_CACHE`, else the loaded preset's `cache_dir`, else `~/.cache/inscl`."
+    return Path(root or os.environ.get('INSCL_CACHE') or _preset_cache or DEFAULT_CACHE).expanduser()
+
+def cache_dir(root:Path|str|None=None, # the cache root; default `cache_root()`
               *parts:str               # sub-folders
              ) -> Path:
     "A folder under the kit's cache, created if missing."
-    root = Path(root or os.environ.get('INSCL_CACHE') or '~/.cache/inscl').expanduser()
-    p = root.joinpath(*parts)
+    p = cache_root(root).joinpath(*parts)
     p.mkdir(parents=True, exist_ok=True)
     return p

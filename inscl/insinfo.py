@@ -68,7 +68,7 @@ class Tagger:
 
     def tag(self, instructions:Sequence[str],     # instructions, repeats allowed
             cache:bool=True,                      # use the on-disk cache (when the tagger has a key)
-            cache_root:str|Path|None=None         # default `$INSCL_CACHE` or `~/.cache/inscl`
+            cache_root:str|Path|None=None         # default `inscl.files.cache_root()` ($INSCL_CACHE, the preset's cache_dir, ~/.cache/inscl)
            ) -> dict[str, list[str]]:
         "Tags of each unique instruction, computed once and cached."
         uniq = list(dict.fromkeys(instructions))

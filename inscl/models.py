@@ -228,9 +228,25 @@ def _offline() -> bool:
     if os.environ.get('HF_HUB_OFFLINE', '').strip().lower() in ('1', 'true', 'yes', 'on'): return True
     return not _hub_reachable()
 
+def _is_path(name:str # a model name or folder
+            ) -> bool:
+    "Can `name` only be a local path (absolute, `.`/`~`-relative, a Windows path, or more than one `/`)?"
+    return name.startswith(('/', '.', '~')) or '\\' in name or name.count('/') > 1 or Path(name).is_absolute()
+
+def _load_folder(folder:Path,  # a local checkpoint folder
+                 loaders:tuple # transformers classes with `from_pretrained`
+                ) -> tuple:
+    "Load `folder` with each of `loaders`; a folder that does not load is reported by name, not as a hub error."
+    try: return tuple(c.from_pretrained(folder) for c in loaders)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ''
+        raise ValueError(f"{folder}: the checkpoint does not load ({type(e).__name__}: {first}); "
+                         "it is damaged or half-written: delete it to rebuild it") from e
+
 def _from_pretrained(name:str, loaders:tuple, preset=None) -> tuple:
     "Load `name` (a folder or a hub name) with each `loaders` class; a hub failure becomes `ModelUnavailable`."
-    if Path(name).expanduser().is_dir(): return tuple(c.from_pretrained(Path(name).expanduser()) for c in loaders)
+    if Path(name).expanduser().is_dir(): return _load_folder(Path(name).expanduser(), loaders)
+    if _is_path(name): raise FileNotFoundError(f"{name}: no such file or folder (a local model folder; hub names are `org/name`)")
     offline = _offline()
     try:
         # offline, resolve the name to its snapshot in the hub cache first: transformers' `local_files_only`
@@ -245,7 +261,7 @@ def _from_pretrained(name:str, loaders:tuple, preset=None) -> tuple:
 
 # %% ../nbs/02_models.ipynb #08fdeaf0
 def load_model(name:str,                     # a registered name, a local folder or a hub name
-               cache_dir:Path|str|None=None, # the kit's cache root (`$INSCL_CACHE` or ~/.cache/inscl)
+               cache_dir:Path|str|None=None, # the kit's cache root (default `inscl.files.cache_root()`)
                device:torch.device|str|None=None, # default `default_device()`
                preset=None,                  # the preset (or its name) asking, named in errors
                seed:int=0,                   # weight seed of the tiny models (ignored by pretrained ones)
@@ -259,7 +275,7 @@ def load_model(name:str,                     # a registered name, a local folder
     if spec is not None and spec.kind == 'tiny': model, tok = build_tiny(name, seed=seed, cache_dir=cache_dir)
     elif spec is not None:
         folder = convert_gguf(name, cache_dir, preset)
-        model, tok = AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+        model, tok = _load_folder(folder, (AutoModelForCausalLM, AutoTokenizer))
     else: model, tok = _from_pretrained(name, (AutoModelForCausalLM, AutoTokenizer), preset)
     if tok.pad_token is None: tok.pad_token = tok.eos_token
     tok.padding_side = padding_side

@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['LABEL_GOLD', 'MNLI_LABELS', 'RTE_LABELS', 'HANS_LABELS', 'HEURISTICS', 'NLI_PEOPLE', 'NLI_TVERBS', 'NLI_IVERBS',
-           'NLI_HYPERNYMS', 'NLI_THING_FRAMES', 'NLI_TIMES', 'NLI_ROOMS', 'NLI_OUTSIDE', 'NLI_ELSEWHERE',
-           'NLI_ANTONYMS', 'NLI_COMPARATIVES', 'NLI_LABELS', 'PHENOMENA', 'SPLIT_PARTS', 'HANS_PEOPLE', 'HANS_TVERBS',
-           'HANS_IVERBS', 'HANS_PREPS', 'HANS_NPS_VERBS', 'HANS_NPZ_VERBS', 'HANS_PARTICIPLES', 'HANS_VENUES',
-           'HANS_OBJ_VERBS', 'HANS_ADJECTIVES', 'HANS_IF', 'HANS_SINCE', 'HANS_NONFACTIVE', 'HANS_FACTIVE',
-           'HANS_HEDGES', 'HANS_CERTAIN', 'HANS_SUBORD', 'HANS_SUBCASES', 'NLI_ROLES', 'binarize_records',
-           'read_nli_file', 'balanced_sample', 'load_hub', 'read_source', 'load_mnli', 'load_rte', 'load_hans',
-           'premise_part', 'builtin_nli', 'builtin_hans', 'load_nli']
+__all__ = ['LABEL_GOLD', 'MNLI_LABELS', 'RTE_LABELS', 'HANS_LABELS', 'HEURISTICS', 'HANS_SUBCASE_NAMES', 'NLI_PEOPLE',
+           'NLI_TVERBS', 'NLI_IVERBS', 'NLI_HYPERNYMS', 'NLI_THING_FRAMES', 'NLI_TIMES', 'NLI_ROOMS', 'NLI_OUTSIDE',
+           'NLI_ELSEWHERE', 'NLI_ANTONYMS', 'NLI_COMPARATIVES', 'NLI_LABELS', 'PHENOMENA', 'SPLIT_PARTS', 'HANS_PEOPLE',
+           'HANS_TVERBS', 'HANS_IVERBS', 'HANS_PREPS', 'HANS_NPS_VERBS', 'HANS_NPZ_VERBS', 'HANS_PARTICIPLES',
+           'HANS_VENUES', 'HANS_OBJ_VERBS', 'HANS_ADJECTIVES', 'HANS_IF', 'HANS_SINCE', 'HANS_NONFACTIVE',
+           'HANS_FACTIVE', 'HANS_HEDGES', 'HANS_CERTAIN', 'HANS_SUBORD', 'HANS_SUBCASES', 'NLI_ROLES',
+           'binarize_records', 'read_nli_file', 'balanced_sample', 'load_hub', 'read_source', 'load_mnli', 'load_rte',
+           'load_hans', 'premise_part', 'builtin_nli', 'builtin_hans', 'load_nli']
 
 # %% ../nbs/00a_nli.ipynb #a5b9395b
 LABEL_GOLD = {'entailment': 1, 'neutral': None, 'contradiction': 0,
@@ -28,6 +28,13 @@ MNLI_LABELS = ('entailment', 'neutral', 'contradiction')
 RTE_LABELS = ('entailment', 'not_entailment')
 HANS_LABELS = ('entailment', 'non-entailment')
 HEURISTICS = ('lexical_overlap', 'subsequence', 'constituent')
+HANS_SUBCASE_NAMES = {  # the 30 subcases of HANS (McCoy et al. 2019), by heuristic: a file's values are checked against them
+    'lexical_overlap': ('ln_subject/object_swap', 'ln_preposition', 'ln_relative_clause', 'ln_passive', 'ln_conjunction',
+                        'le_relative_clause', 'le_around_prepositional_phrase', 'le_around_relative_clause', 'le_conjunction', 'le_passive'),
+    'subsequence': ('sn_NP/S', 'sn_PP_on_subject', 'sn_relative_clause_on_subject', 'sn_past_participle', 'sn_NP/Z',
+                    'se_conjunction', 'se_adjective', 'se_understood_object', 'se_relative_clause_on_obj', 'se_PP_on_obj'),
+    'constituent': ('cn_embedded_under_if', 'cn_after_if_clause', 'cn_embedded_under_verb', 'cn_disjunction', 'cn_adverb',
+                    'ce_embedded_under_since', 'ce_after_since_clause', 'ce_embedded_under_verb', 'ce_conjunction', 'ce_adverb')}
 
 # %% ../nbs/00a_nli.ipynb #5be789a6
 def binarize_records(records:list[dict], # records with a `label` string
@@ -138,21 +145,28 @@ def read_nli_file(path:Path|str # a GLUE/LM-BFF/RTE/HANS TSV, a MultiNLI JSONL o
     text = path.read_text(encoding='utf-8').lstrip('\ufeff')
     if not text.strip(): raise ValueError(f"{path}: the file is empty")
     suffix, first = path.suffix.lower(), text.lstrip()[:1]
-    if suffix == '.jsonl': return _read_jsonl(path, text)
-    if suffix == '.json' or (suffix not in ('.tsv', '.txt') and first in '{['):
+    if suffix == '.jsonl': recs = _read_jsonl(path, text)
+    elif suffix == '.json' or (suffix not in ('.tsv', '.txt') and first in '{['):
         try: obj = json.loads(text)
-        except json.JSONDecodeError: return _read_jsonl(path, text)  # JSON lines in a .json file
-        return _read_json(path, text, obj)
-    return _read_tsv(path, text)
+        except json.JSONDecodeError: obj = None  # JSON lines in a .json file
+        recs = _read_jsonl(path, text) if obj is None else _read_json(path, text, obj)
+    else:
+        recs = _read_tsv(path, text)
+        if not text.strip().count('\n'): raise ValueError(f"{path}: a header but no rows")
+    if not recs: raise ValueError(f"{path}: no labelled rows (every row lacks annotator consensus, label '-')" if text.strip().count('\n')
+                                  else f"{path}: no records")
+    return recs
 
 # %% ../nbs/00a_nli.ipynb #b3450066
 def balanced_sample(records:list[dict], # records to draw from
                     n:int|None,         # rows to keep; None or 0: all
                     seed:int=0,         # the draw's seed
-                    key:str='label'     # the field whose values are balanced
+                    key:str='label',    # the field whose values are balanced
+                    source:str='records' # where the records come from, named in errors
                    ) -> list[dict]:
     "A seeded subsample of `n` records with the values of `key` as equal as possible, in the original order."
     if not n: return list(records)
+    if n > len(records): raise ValueError(f"{source}: {len(records)} rows, {n} requested; ask for fewer (or 0: all)")
     groups = {}
     for i, r in enumerate(records): groups.setdefault(r[key], []).append(i)
     classes = sorted(groups, key=str)
@@ -160,7 +174,7 @@ def balanced_sample(records:list[dict], # records to draw from
     for j, c in enumerate(classes):
         q = n // len(classes) + (j < n % len(classes))
         if q > len(groups[c]):
-            raise ValueError(f"cannot draw {n} rows balanced over {key!r}: {c!r} has {len(groups[c])} rows, {q} needed")
+            raise ValueError(f"{source}: cannot draw {n} rows balanced over {key!r}: {c!r} has {len(groups[c])} rows, {q} needed")
         keep += rng.choice(groups[c], q, replace=False).tolist()
     return [records[i] for i in sorted(keep)]
 
@@ -220,8 +234,10 @@ def _split_file(folder:Path, split:str) -> Path:
     raise FileNotFoundError(f"{folder}: no file for split {split!r}; found: {', '.join(f.name for f in files) or 'no .tsv/.jsonl/.json/.txt files'}")
 
 def _is_local(source:str) -> bool:
-    return (source.startswith(('local:', '/', '.', '~')) or Path(source).suffix.lower() in _EXTS
-            or Path(source).expanduser().exists())
+    "Is `source` a path (even a missing one: it looks like a path, or its first folder exists here) rather than a hub name?"
+    p = Path(source).expanduser()
+    return (source.startswith(('local:', '/', '.', '~')) or p.suffix.lower() in _EXTS or p.exists()
+            or (len(p.parts) > 1 and Path(p.parts[0]).is_dir()))
 
 def read_source(source:str|Path,  # a file, a folder, `local:PATH`, `hub:NAME` or a dataset name
                 split:str|None,    # split for a folder or the hub (None: the kind's default)
@@ -246,7 +262,7 @@ def load_mnli(source:str|Path,      # file, folder, `local:PATH`, `hub:nyu-mll/g
              ) -> list[dict]:
     "MNLI (or SNLI) records `{'id','premise','hypothesis','label','gold'}`."
     recs = binarize_records(read_source(source, split, 'mnli'), binarize, MNLI_LABELS, str(source))
-    return balanced_sample(recs, n, seed)
+    return balanced_sample(recs, n, seed, source=str(source))
 
 def load_rte(source:str|Path,       # file, folder, `local:PATH`, `hub:nyu-mll/glue/rte` or a dataset name
              split:str|None=None,    # for folders and the hub (default `train`)
@@ -254,9 +270,22 @@ def load_rte(source:str|Path,       # file, folder, `local:PATH`, `hub:nyu-mll/g
              seed:int=0              # the subsample's seed
             ) -> list[dict]:
     "RTE records: `label` entailment / not_entailment, `gold` 1 / 0."
-    return balanced_sample(binarize_records(read_source(source, split, 'rte'), True, RTE_LABELS, str(source)), n, seed)
+    return balanced_sample(binarize_records(read_source(source, split, 'rte'), True, RTE_LABELS, str(source)), n, seed, source=str(source))
 
 # %% ../nbs/00a_nli.ipynb #585f60c6
+def _check_hans(recs:list[dict], # HANS records with `heuristic` and `subcase`
+                source:str       # named in the error
+               ):
+    "Raise a ValueError naming `source`, the record and the valid names unless every heuristic and subcase is HANS's."
+    for r in recs:
+        h, sub = r['heuristic'], r['subcase']
+        if h not in HANS_SUBCASE_NAMES:
+            n = sum(x['heuristic'] == h for x in recs)
+            raise ValueError(f"{source}: record {r['id']!r} ({n} rows) has unknown HANS heuristic {h!r}; expected one of: {', '.join(HEURISTICS)}")
+        if sub not in HANS_SUBCASE_NAMES[h]:
+            n = sum(x['subcase'] == sub for x in recs)
+            raise ValueError(f"{source}: record {r['id']!r} ({n} rows) has unknown {h} subcase {sub!r}; expected one of: {', '.join(HANS_SUBCASE_NAMES[h])}")
+
 def load_hans(source:str|Path,            # file, folder, `local:PATH`, `hub:hans` or a dataset name
               heuristics:list[str]|None=None, # keep these heuristics (default: all three)
               n_per_subcase:int|None=None,  # seeded subsample per subcase (None or 0: all)
@@ -269,13 +298,14 @@ def load_hans(source:str|Path,            # file, folder, `local:PATH`, `hub:han
     recs = binarize_records(read_source(source, split, 'hans'), True, HANS_LABELS, str(source))
     missing = [k for k in _HANS_EXTRA if recs and k not in recs[0]]
     if missing: raise ValueError(f"{source}: no {', '.join(missing)} column(s); a HANS file needs {', '.join(_HANS_EXTRA)}")
+    _check_hans(recs, str(source))
     recs = [r for r in recs if not heuristics or r['heuristic'] in heuristics]
     if not n_per_subcase: return recs
     by_sub = {}
     for i, r in enumerate(recs): by_sub.setdefault(r['subcase'], []).append(i)
     rng, keep = np.random.default_rng(seed), []
     for sub in sorted(by_sub):
-        if len(by_sub[sub]) < n_per_subcase:
+        if len(by_sub[sub]) < n_per_subcase:  # every subcase present must have enough rows
             raise ValueError(f"{source}: subcase {sub!r} has {len(by_sub[sub])} rows, {n_per_subcase} requested")
         keep += rng.choice(by_sub[sub], n_per_subcase, replace=False).tolist()
     return [recs[i] for i in sorted(keep)]
@@ -649,10 +679,10 @@ def _finish(raw:list[dict], source:str, n, seed, binarize, role:str='train') -> 
     "Pick the data set from the rows' fields and labels, add `gold`, keep the `dev` part for role `dev`, subsample."
     if role == 'dev': raw = [r for r in raw if premise_part(r['premise']) == 'dev']
     labels = {r['label'] for r in raw}
-    if raw and all('heuristic' in r for r in raw): allowed = HANS_LABELS
+    if raw and all('heuristic' in r for r in raw): allowed = HANS_LABELS; _check_hans(raw, source)
     elif 'not_entailment' in labels: allowed = RTE_LABELS
     else: allowed = MNLI_LABELS
-    return balanced_sample(binarize_records(raw, binarize, allowed, source), n, seed)
+    return balanced_sample(binarize_records(raw, binarize, allowed, source), n, seed, source=source)
 
 def load_nli(spec:str,              # `builtin`, `builtin_hans`, `local:PATH` or `hub:NAME` (a preset's `distill.*_data`)
              role:str='train',      # `train`, `dev`, `eval` or `ood`: which part or split to read
@@ -671,7 +701,7 @@ def load_nli(spec:str,              # `builtin`, `builtin_hans`, `local:PATH` or
     if spec == 'builtin_hans':
         k = math.ceil(n / len(HANS_SUBCASES)) if n else 20
         recs = builtin_hans(seed=seed + (1000 if role == 'train' else 0), n_per_subcase=k)
-        return balanced_sample(recs, n, seed)
+        return balanced_sample(recs, n, seed, source=spec)
     if spec.startswith('local:'):
         p = Path(spec[6:]).expanduser()
         if not p.exists(): raise FileNotFoundError(f"{spec}: no such file or folder")

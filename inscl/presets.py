@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import get_type_hints
 import numpy as np
+from .files import set_cache_root
 
 # %% auto #0
 __all__ = ['CHOICES', 'InsclPreset', 'DistillPreset', 'Preset', 'settings_path', 'preset_names', 'preset_keys', 'load_preset',
@@ -69,7 +70,7 @@ class Preset:
     name:str              # the section name
     description:str       # one line on what the preset is for
     seed:int              # the base seed of every run
-    cache_dir:Path        # converted models, embeddings, tags, teacher probabilities
+    cache_dir:Path        # converted models, embeddings, tags, teacher probabilities (`$INSCL_CACHE` overrides it)
     runs_dir:Path         # where run folders are written
     inscl:InsclPreset     # the continual study
     distill:DistillPreset # the distillation study
@@ -152,7 +153,7 @@ def load_preset(name:str='tiny',          # a section of settings.ini
                 path:Path|str|None=None,  # a settings.ini; default `settings_path()`
                 overrides:dict|None=None, # `{'inscl.lr': '3e-4', ...}`: values as text or typed
                ) -> Preset:
-    "The preset `name` from `settings.ini`, parsed into a typed `Preset`."
+    "The preset `name` from `settings.ini`, parsed into a typed `Preset`; its `cache_dir` becomes the kit's cache root."
     cp = _read_settings(path)
     src = cp.source
     if name not in cp.sections():
@@ -169,7 +170,9 @@ def load_preset(name:str='tiny',          # a section of settings.ini
         _check_choice(k, v, f"{src} [{name}] {k}")
         return v
     top = {k: get(k, t) for k,t in _TOP.items()}
-    if not top['runs_dir'].is_absolute(): top['runs_dir'] = Path(src).parent/top['runs_dir']
+    for k in ('cache_dir', 'runs_dir'):
+        if not top[k].is_absolute(): top[k] = Path(src).parent/top[k]
+    set_cache_root(top['cache_dir'])  # used by every cache when $INSCL_CACHE is unset (inscl.files.cache_root)
     studies = {s: c(**{k.split('.',1)[1]: get(k, t) for k,t in _keys(c, f'{s}.').items()}) for s,c in _STUDY.items()}
     return Preset(name=name, **top, **studies)
 

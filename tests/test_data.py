@@ -121,6 +121,20 @@ def test_bad_json(tasks):
     with pytest.raises(ValueError, match=r'task044_broken.json: not valid JSON'): load_superni(tasks)
     with pytest.warns(UserWarning, match='task044_broken.json'): load_superni(tasks, skip_malformed=True)
 
+def test_empty_task_file_is_named(tasks):
+    (tasks/'task045_empty.json').write_text('')
+    with pytest.raises(ValueError, match=r'task045_empty\.json: the file is empty'): load_superni(tasks)
+
+def test_too_few_records_for_the_preset_sizes(tasks):
+    "A local data set with fewer records per task than the preset asks for fails, naming the data, the task and the counts."
+    from dataclasses import replace
+    from inscl.continual import study_data
+    from inscl.presets import load_preset
+    p = load_preset('smoke')
+    p = replace(p, inscl=replace(p.inscl, data=f'local:{tasks}', n_train_per_task=500, n_test_per_task=1))
+    with pytest.raises(ValueError, match=re.escape(f"local:{tasks} (train split, inscl.n_train_per_task): too few records for 500 per task: ") + r".* has \d+"):
+        study_data(p)
+
 def test_duplicate_ids_across_files(tasks):
     write_task(tasks, 'task001_copy', 3, ['Mathematics'], Instances=[{'id': 'task001-' + f'{0:032x}', 'input': 'x', 'output': ['y']}])
     with pytest.raises(ValueError, match='also appears in task001_'): load_superni(tasks)

