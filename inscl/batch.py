@@ -6,7 +6,8 @@ Docs: https://inscl.github.io/inscl/batch.html.md"""
 
 # %% ../nbs/09_batch.ipynb #73788f7a
 from __future__ import annotations
-import argparse, json, os, re, subprocess, sys, time
+import argparse, json, os, re, signal, subprocess, sys, tempfile, threading, time
+from contextlib import contextmanager, nullcontext
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +18,13 @@ from .files import save_json, load_json, save_table, load_table
 import pandas as pd
 
 # %% auto #0
-__all__ = ['RECORD_PACKAGES', 'EXPERIMENTS', 'Stage', 'run_stages', 'prepare_stages', 'plan_stages', 'kit_root', 'git_commit',
-           'run_record', 'experiment_notebook', 'Cell', 'inscl_cells', 'grid_method', 'distill_cells', 'probe_cells',
-           'cell_progress', 'papermill_command', 'run_cell', 'run_grid', 'inscl_summary', 'distill_summary',
-           'report_notebooks', 'run_reports', 'main']
+__all__ = ['PINNED_NUMERICS', 'NUMERICS_VARS', 'RECORD_PACKAGES', 'EXPERIMENTS', 'FINGERPRINT_FILE', 'VOLATILE_COLUMNS', 'Stage',
+           'run_stages', 'prepare_stages', 'plan_stages', 'numerics_env', 'cpu_info', 'numerics_record', 'kit_root',
+           'git_commit', 'run_record', 'experiment_notebook', 'Cell', 'inscl_cells', 'grid_method', 'distill_cells',
+           'probe_cells', 'cell_progress', 'papermill_command', 'cell_threads', 'run_cell', 'run_grid', 'inscl_summary',
+           'distill_summary', 'report_notebooks', 'report_owner', 'report_dir', 'run_reports', 'canonical_table',
+           'fingerprint_entry', 'fingerprint_cells', 'compute_fingerprints', 'fingerprint_diff', 'Terminated',
+           'writable_folder', 'runs_lock', 'main']
 
 # %% ../nbs/09_batch.ipynb #2bb4509b
 @dataclass
@@ -103,6 +107,44 @@ def plan_stages(p:Preset, # the preset
     return [Stage(f'plan: {o}', out/f'plan_{o}.json', lambda o=o: _plans(p, o)) for o in p.inscl.orders]
 
 # %% ../nbs/09_batch.ipynb #eeb4e14d
+PINNED_NUMERICS = {'ATEN_CPU_CAPABILITY': 'avx2', 'MKL_CBWR': 'AVX2,STRICT', 'ONEDNN_MAX_CPU_ISA': 'AVX2'}
+NUMERICS_VARS = (*PINNED_NUMERICS, 'OMP_NUM_THREADS', 'MKL_NUM_THREADS')
+
+def _x86() -> bool:
+    import platform
+    return platform.machine().lower() in ('x86_64', 'amd64', 'i686', 'x86')
+
+def numerics_env(threads:int|None=1,   # threads of the kernel's torch, OpenMP and MKL (None: leave their defaults)
+                 native:bool=False     # the host's native kernels: no pin (faster, numbers only for CPUs like this one)
+                ) -> dict:
+    "The environment variables a cell's kernel starts with: the pinned numeric code paths (x86, unless `native`) and its threads."
+    env = {} if native or not _x86() else dict(PINNED_NUMERICS)
+    if threads: env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    return env
+
+def cpu_info() -> dict:
+    "This machine's CPU: model name, vendor/family/model/stepping, core count and flags (from /proc/cpuinfo on Linux)."
+    import platform
+    info = {}
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            k, _, v = line.partition(':')
+            if k.strip() in ('model name', 'vendor_id', 'cpu family', 'model', 'stepping', 'flags', 'Features'): info.setdefault(k.strip(), v.strip())
+            if not line.strip() and info: break   # the first processor is enough
+    except OSError: pass
+    cpu_id = ' '.join(f'{k} {info[k]}' for k in ('vendor_id', 'cpu family', 'model', 'stepping') if k in info)
+    return dict(cpu_model=info.get('model name') or platform.processor() or platform.machine(), cpu_id=cpu_id,
+                cpu_count=os.cpu_count(), cpu_flags=info.get('flags') or info.get('Features', ''))
+
+def numerics_record() -> dict:
+    "What fixed this process's numbers: the numeric variables, the capability torch uses, its threads, and the CPU."
+    import torch
+    env = {k: os.environ.get(k) for k in NUMERICS_VARS}
+    pinned = _x86() and all(os.environ.get(k) == v for k, v in PINNED_NUMERICS.items())
+    return dict(pinned=pinned, env=env, torch_cpu_capability=torch.backends.cpu.get_cpu_capability(),
+                torch_threads=torch.get_num_threads(), **cpu_info())
+
+# %% ../nbs/09_batch.ipynb #e720dcbd
 def kit_root() -> Path:
     "The kit's folder (the clone holding `nbs/`, `reports/` and `settings.ini`)."
     import inscl
@@ -138,11 +180,11 @@ def run_record(params:dict,             # the notebook's parameters, as injected
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f'cpu ({torch.get_num_threads()} threads)'
     rec = dict(params=params, seed=seed, seconds=round(seconds, 2), device=dev, host=platform.node(), platform=platform.platform(),
                versions={n: _version(n) for n in RECORD_PACKAGES}, git_commit=git_commit(),
-               finished_at=time.strftime('%Y-%m-%dT%H:%M:%S%z'), **extra, finished=True)
+               numerics=numerics_record(), finished_at=time.strftime('%Y-%m-%dT%H:%M:%S%z'), **extra, finished=True)
     if path is not None: save_json(rec, path)
     return rec
 
-# %% ../nbs/09_batch.ipynb #e720dcbd
+# %% ../nbs/09_batch.ipynb #fa839326
 EXPERIMENTS = {'inscl': 'nbs/10_inscl_experiment.ipynb', 'distill': 'nbs/11_distill_experiment.ipynb', 'probe': 'nbs/12_probe_experiment.ipynb'}
 
 def experiment_notebook(study:str # `inscl`, `distill` or `probe`
@@ -169,10 +211,39 @@ class Cell:
     def label(self) -> str: return f'{self.study}:{self.run_id}'
     @property
     def notebook(self) -> Path: return self.run_dir/'experiment.ipynb'
+    def record(self) -> dict|None:
+        "The cell's run record, or None while it has not finished."
+        try: rec = load_json(self.run_dir/'record.json')
+        except (OSError, ValueError): return None
+        return rec if rec.get('finished', False) else None
+    def damage(self) -> str|None:
+        "Why a finished cell's results file cannot be trusted (the file and the fault), or None."
+        if (rec := self.record()) is None or 'results' not in rec: return None   # unfinished, or a record without a digest
+        try: _check_results(self.study, self.run_dir/rec['results'], rec.get('n_rows'), rec.get('digest'))
+        except ValueError as e: return str(e)
+        return None
     def finished(self) -> bool:
-        "Did a papermill run of this cell finish (its run record exists)?"
-        try: return load_json(self.run_dir/'record.json').get('finished', False)
-        except (OSError, ValueError): return False
+        "Did a papermill run of this cell finish, leaving the results its record describes?"
+        return self.record() is not None and self.damage() is None
+
+def _check_results(study:str, path:Path, n_rows:int|None=None, digest:str|None=None) -> pd.DataFrame:
+    "Read a cell's results table if it is complete and as recorded; else a ValueError naming the file."
+    from inscl.files import check_table
+    if study == 'inscl':
+        from inscl.continual import check_results
+        return check_results(path, n_rows, digest)
+    if study == 'distill':
+        from inscl.distill import RESULT_COLUMNS
+        return check_table(path, RESULT_COLUMNS, n_rows, digest)
+    return check_table(path, list(load_table(path).columns), n_rows, digest)
+
+def _set_aside(c:Cell, why:str) -> str:
+    "Move a damaged results file and the record out of the way so the cell runs again; return the one line to show."
+    rec = c.record() or {}
+    bad = c.run_dir/rec.get('results', 'results.csv')
+    if bad.exists(): os.replace(bad, bad.with_name(bad.name + '.damaged'))
+    (c.run_dir/'record.json').unlink(missing_ok=True)
+    return f"{c.label}: {why}; the cell runs again (the file is kept as {bad.name}.damaged)"
 
 # %% ../nbs/09_batch.ipynb #c47c93ed
 def inscl_cells(p:Preset,                # the preset
@@ -267,6 +338,7 @@ def cell_progress(c:Cell) -> str:
         if c.params.get('method') == 'experts':
             return f"expert {len(load_table(c.run_dir/'experts.csv')) if (c.run_dir/'experts.csv').exists() else 0}/16"
         n = len(load_json(c.run_dir/'run.json')['tasks'])
+        n = min(n, c.params.get('stages') or n)
         done = len(load_json(c.run_dir/'state.json')['finished']) if (c.run_dir/'state.json').exists() else 0
         return f'stage {done}/{n}'
     except (OSError, ValueError, KeyError): return 'starting'
@@ -295,15 +367,23 @@ def papermill_command(nb:Path,      # the notebook to execute
     return [sys.executable, '-m', 'papermill', str(nb), str(out), '-y', json.dumps(params), '--cwd', str(cwd),
             '-k', 'python3', '--language', 'python', '--no-progress-bar']
 
+def cell_threads(threads:int|None, # the threads asked for (None: the default)
+                 native:bool=False  # native numerics (no pin)
+                ) -> int|None:
+    "The threads of a cell's kernel: as asked, else 1 under pinned numerics (a fixed split of every reduction), else torch's default."
+    if threads is not None and threads < 1: raise ValueError(f"--threads {threads}: expected a whole number of at least 1")
+    return threads or (None if native else 1)
+
 def run_cell(c:Cell,                  # the cell
-             threads:int|None=None,   # torch CPU threads of its kernel (None: torch's default)
+             threads:int|None=None,   # torch CPU threads of its kernel (None: 1 with pinned numerics, else torch's default)
              timeout:float|None=None, # seconds before the cell is stopped (None: no limit)
+             native:bool=False,       # the host's native numerics instead of the pinned ones
             ) -> dict:
-    "Execute `c` with papermill in a child process; return its status row (`ran` or `failed`)."
+    "Execute `c` with papermill in a child process, its numerics pinned; return its status row (`ran` or `failed`)."
     c.run_dir.mkdir(parents=True, exist_ok=True)
+    threads = cell_threads(threads, native)
     params = {**c.params, 'threads': threads, 'progress': False}   # the runner shows progress; the notebook stays small
-    env = {**os.environ, 'PYTHONUNBUFFERED': '1'}
-    if threads: env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    env = {**os.environ, 'PYTHONUNBUFFERED': '1', **numerics_env(threads, native)}
     cmd = papermill_command(experiment_notebook(c.study), c.notebook, params, c.run_dir)
     t0 = time.perf_counter()
     with open(c.run_dir/'papermill.log', 'w') as log:
@@ -333,9 +413,12 @@ def run_grid(cells:list[Cell],        # the grid
              threads:int|None=None,   # torch threads per cell
              desc:str='grid',         # progress-bar label
              timeout:float|None=None, # seconds per cell
+             native:bool=False,       # the host's native numerics instead of the pinned ones
             ) -> list[dict]:
     "Run every unfinished cell of `cells` with papermill; return one status row per cell, in grid order."
     from concurrent.futures import ThreadPoolExecutor, wait, FIRST_COMPLETED
+    for c in cells:
+        if (why := c.damage()): tqdm.write(_set_aside(c, why))
     rows = {c.label: dict(study=c.study, run_id=c.run_id, status='done before', seconds=None, notebook=str(c.notebook), error='')
             for c in cells if c.finished()}
     todo = sorted([c for c in cells if c.label not in rows], key=lambda c: -c.cost)
@@ -345,7 +428,7 @@ def run_grid(cells:list[Cell],        # the grid
         try:
             while todo or running:
                 for c in _ready(todo, ended, ids)[:jobs - len(running)]:
-                    todo.remove(c); running[ex.submit(run_cell, c, threads, timeout)] = c
+                    todo.remove(c); running[ex.submit(run_cell, c, threads, timeout, native)] = c
                 done, _ = wait(running, timeout=2, return_when=FIRST_COMPLETED)
                 for f in done:
                     c = running.pop(f)
@@ -383,8 +466,12 @@ def distill_summary(res:pd.DataFrame # the distillation grid's tidy results (`di
     return out[sorted(c for c in out.columns if c.startswith('eval_')) + sorted(c for c in out.columns if c.startswith('ood_')) + ['peak_mem_mb', 'seeds']].reset_index()
 
 def _collect(cells:list[Cell], name:str) -> pd.DataFrame:
-    "Concatenate the file `name` of every cell that has it."
-    fs = [load_table(c.run_dir/name) for c in cells if (c.run_dir/name).exists()]
+    "Concatenate the file `name` of every finished cell; a file that does not read is named and left out."
+    fs = []
+    for c in cells:
+        if not (c.finished() and (c.run_dir/name).exists()): continue
+        try: fs.append(load_table(c.run_dir/name))
+        except ValueError as e: print(f'FAILED {c.label}: {e}; left out of the summary')
     return pd.concat(fs, ignore_index=True) if fs else pd.DataFrame()
 
 # %% ../nbs/09_batch.ipynb #8f95bd45
@@ -392,12 +479,27 @@ def report_notebooks() -> list[Path]:
     "The report notebooks, in order."
     return sorted((kit_root()/'reports').glob('2*_*.ipynb'))
 
+def report_owner(folder:Path # a folder of executed reports
+                ) -> str|None:
+    "The preset the executed reports in `folder` were rendered from (papermill records its parameters), or None."
+    for nb in sorted(Path(folder).glob('2*_*.ipynb')):
+        try: return json.loads(nb.read_text())['metadata']['papermill']['parameters']['preset']
+        except (OSError, ValueError, KeyError, TypeError): continue
+    return None
+
+def report_dir(p:Preset # the preset to report
+              ) -> Path:
+    "Where `p`'s reports go: the folder above its runs_dir when the reports there are `p`'s (or there are none), else `<that folder>/<preset>/`."
+    home = p.runs_dir.parent
+    return home if report_owner(home) in (None, p.name) else home/p.name
+
 def run_reports(p:Preset,                    # the preset whose runs are reported
                 out:Path|None=None,          # where executed reports and `figures/` go (default: the folder above runs_dir, `reports/`)
                 timeout:float|None=None,     # seconds per report
+                native:bool=False,           # the host's native numerics instead of the pinned ones
                ) -> list[dict]:
-    "Execute every report notebook with papermill (in place for the default runs_dir); return one status row per report."
-    out = Path(out or p.runs_dir.parent)
+    "Execute every report notebook with papermill into `report_dir(p)`; return one status row per report."
+    out = Path(out or report_dir(p))
     rows = []
     for nb in tqdm(report_notebooks(), desc='reports', unit='report'):
         study = 'distill' if 'distill' in nb.stem else 'inscl'
@@ -405,14 +507,80 @@ def run_reports(p:Preset,                    # the preset whose runs are reporte
             rows.append(dict(study='report', run_id=nb.name, status='no runs', seconds=None, notebook=str(out/nb.name),
                              error=f'no finished {study} runs of preset {p.name!r} under {p.runs_dir}: not rendered'))
             continue
-        params = dict(preset=p.name, runs_dir=str(p.runs_dir), figures_dir=str(out/'figures'))
+        # paths relative to the kernel's folder: the executed report carries no absolute path of this machine
+        params = dict(preset=p.name, runs_dir=os.path.relpath(p.runs_dir, nb.parent), figures_dir=os.path.relpath(out/'figures', nb.parent))
         cmd = papermill_command(nb, out/nb.name, params, nb.parent)
         t0 = time.perf_counter()
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **numerics_env(cell_threads(None, native), native)})
         err = '' if r.returncode == 0 else ([l for l in r.stderr.splitlines() if l.strip()] or ['?'])[-1][:300]
         rows.append(dict(study='report', run_id=nb.name, status='ran' if r.returncode == 0 else 'failed',
                          seconds=round(time.perf_counter() - t0, 1), notebook=str(out/nb.name), error=err))
     return rows
+
+# %% ../nbs/09_batch.ipynb #0cea0a67
+FINGERPRINT_FILE = 'tests/fingerprints.json'
+VOLATILE_COLUMNS = ('peak_mem_mb', 'train_seconds', 'seconds')   # measurements of the machine, not of the method
+
+def canonical_table(df:pd.DataFrame # a tidy results table
+                   ) -> str:
+    "The table as CSV text with 17 significant digits per float and the volatile columns dropped."
+    d = df.drop(columns=[c for c in VOLATILE_COLUMNS if c in df.columns])
+    return d.to_csv(index=False, float_format='%.17g', lineterminator='\n')
+
+def fingerprint_entry(text:str # a canonical text
+                     ) -> dict:
+    "The digest of `text`, with the text itself (its lines) for a readable diff."
+    import hashlib
+    return dict(sha256=hashlib.sha256(text.encode('utf-8')).hexdigest(), lines=text.splitlines())
+
+# %% ../nbs/09_batch.ipynb #ad6fd135
+def fingerprint_cells(out:Path # a scratch runs folder
+                     ) -> list[Cell]:
+    "The three cells the fingerprint runs: smoke continual (InsCL), smoke distillation (cd), two stages of tiny continual."
+    from inscl.continual import run_name
+    from inscl.distill import distill_run_id
+    smoke, tiny = load_preset('smoke'), load_preset('tiny')
+    ci = run_name('smoke', 'curriculum', 'inscl', 0, smoke.inscl.weights)
+    ct = run_name('tiny', 'curriculum', 'random', 0, tiny.inscl.weights)
+    cd = distill_run_id('cd', smoke, None, 0, None, None)
+    base = dict(order='curriculum', seed=0, out_dir=str(out/'inscl'))
+    return [Cell('inscl', ct, dict(base, preset='tiny', method='random', stages=2), out/'inscl'/ct, 60),
+            Cell('inscl', ci, dict(base, preset='smoke', method='inscl'), out/'inscl'/ci, 40),
+            Cell('distill', cd, dict(preset='smoke', method='cd', data_seed=0, memory=False, out_dir=str(out/'distill')), out/'distill'/cd, 20)]
+
+def compute_fingerprints(out:Path,        # a scratch runs folder (kept, for inspection)
+                         jobs:int=1,      # cells at once
+                         native:bool=False # native numerics (the check then says nothing about other CPUs)
+                        ) -> dict:
+    "Run the fingerprint cells and return `{name: entry}`; a failed cell raises with its executed notebook."
+    cells = fingerprint_cells(out)
+    rows = run_grid(cells, jobs, 1, desc='fingerprint', native=native)
+    if (bad := [r for r in rows if r['status'] == 'failed']):
+        raise RuntimeError(f"fingerprint cell {bad[0]['run_id']} failed: {bad[0]['error']} (see {bad[0]['notebook']})")
+    tiny, smoke_c, smoke_d = cells
+    losses = pd.DataFrame([dict(stage=e['stage'], task=e['task'], final_loss=e['final_loss'])
+                           for e in load_json(tiny.run_dir/'state.json')['finished']])
+    return {'smoke continual results (curriculum, inscl)': fingerprint_entry(canonical_table(load_table(smoke_c.run_dir/'results.csv'))),
+            'smoke distillation results (cd)': fingerprint_entry(canonical_table(load_table(smoke_d.run_dir/'results.csv'))),
+            'tiny continual per-stage losses (stages 0-1)': fingerprint_entry(canonical_table(losses)),
+            'tiny continual results (stages 0-1)': fingerprint_entry(canonical_table(load_table(tiny.run_dir/'results.csv')))}
+
+def fingerprint_diff(new:dict, # `{name: entry}` computed here
+                     old:dict, # `{name: entry}` committed
+                     most:int=6 # changed lines shown per entry
+                    ) -> list[str]:
+    "What differs between two fingerprints, readably: one line per entry that differs, then its changed lines."
+    import difflib
+    out = []
+    for name in sorted(set(new) | set(old)):
+        a, b = old.get(name), new.get(name)
+        if a is None or b is None: out.append(f"{name}: {'new here' if a is None else 'not computed here'}"); continue
+        if a['sha256'] == b['sha256']: continue
+        changed = [l for l in difflib.unified_diff(a['lines'], b['lines'], 'committed', 'here', n=0, lineterm='')
+                   if l[:1] in '+-' and not l.startswith(('+++', '---'))]
+        out.append(f"{name}: sha256 {a['sha256'][:12]} committed, {b['sha256'][:12]} here; {len(changed)} changed lines")
+        out += [f'    {l}' for l in changed[:most]] + ([f'    ... {len(changed) - most} more'] if len(changed) > most else [])
+    return out
 
 # %% ../nbs/09_batch.ipynb #21c358b4
 def _print_summary(rows:list[dict]):
@@ -491,7 +659,7 @@ def _cmd_grid(a, study:str) -> int:
     cells = {'inscl': _inscl_cells, 'distill': _distill_cells, 'probe': _probe_cells}[study](a, p)
     if a.dry_run: _dry(cells); return 0
     t0 = time.perf_counter()
-    rows = run_grid(cells, a.jobs, a.threads, desc=f'{study} grid {p.name}')
+    rows = run_grid(cells, a.jobs, a.threads, desc=f'{study} grid {p.name}', native=a.native_cpu)
     {'inscl': _report_inscl, 'distill': _report_distill, 'probe': _report_probe}[study](p, cells)
     print(f'{study} grid: {len(cells)} cells in {time.perf_counter()-t0:.0f} s')
     return 1 if _print_cells(rows) else 0
@@ -501,7 +669,7 @@ def _cmd_distill(a) -> int: return _cmd_grid(a, 'distill')
 def _cmd_probe(a) -> int: return _cmd_grid(a, 'probe')
 
 def _cmd_report(a) -> int:
-    rows = run_reports(load_preset(a.preset))
+    rows = run_reports(load_preset(a.preset), native=a.native_cpu)
     return 1 if _print_cells(rows) else 0
 
 def _cmd_all(a) -> int:
@@ -512,21 +680,96 @@ def _cmd_all(a) -> int:
     a.orders = a.methods = a.seeds = a.data_seeds = a.k = None
     ci, cd = _inscl_cells(a, p), _distill_cells(a, p)
     if a.dry_run: _dry(ci + cd); return rc
-    rows = run_grid(ci + cd, a.jobs, a.threads, desc=f'all {p.name}')
+    rows = run_grid(ci + cd, a.jobs, a.threads, desc=f'all {p.name}', native=a.native_cpu)
     _report_inscl(p, ci); _report_distill(p, cd)
-    rows += run_reports(p)
+    rows += run_reports(p, native=a.native_cpu)
     print(f'inscl-repro all --preset {p.name}: {len(ci) + len(cd)} cells and {len(report_notebooks())} reports in {time.perf_counter()-t0:.0f} s')
     return 1 if (_print_cells(rows) or rc) else 0
 
+class Terminated(KeyboardInterrupt):
+    "SIGTERM, handled like Ctrl-C: the running cells are stopped, finished work is kept, the exit code is 143."
+
+def _on_sigterm(signum, frame): raise Terminated()
+
+def writable_folder(folder:Path # a runs folder
+                   ) -> Path:
+    "Create `folder` if needed and check a file can be written in it; else a one-line ValueError."
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder): pass
+    except OSError as e:
+        raise ValueError(f"runs folder {folder} is not writable ({e.strerror or e}); fix it or set runs_dir in settings.ini") from None
+    return folder
+
+@contextmanager
+def runs_lock(folder:Path, # the runs folder a command writes into
+              what:str     # the command, shown to a second command that finds the lock taken
+             ):
+    "Hold an exclusive lock on `folder` for the command's lifetime; a second command is told which one holds it."
+    import fcntl
+    path = writable_folder(folder)/'.inscl-repro.lock'
+    with open(path, 'a+') as f:
+        try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0); holder = f.read().strip() or 'another inscl-repro'
+            raise ValueError(f"{folder} is in use by {holder}; wait for it to finish or stop it") from None
+        f.seek(0); f.truncate(); f.write(f'pid {os.getpid()}: {what}\n'); f.flush()
+        try: yield path
+        finally: f.seek(0); f.truncate()
+
+def _runs_lock(a):
+    "The lock a command needs: its preset's runs folder for the commands that write runs; none for dry runs and the fingerprint."
+    if a.cmd == 'fingerprint' or getattr(a, 'dry_run', False): return nullcontext()
+    return runs_lock(load_preset(a.preset).runs_dir, 'inscl-repro ' + ' '.join(sys.argv[1:] if sys.argv[0].endswith('inscl-repro') else [a.cmd, '--preset', a.preset]))
+
+def _cmd_fingerprint(a) -> int:
+    "Recompute the fingerprint and compare it with the committed file (`--update`: rewrite the file)."
+    import shutil, tempfile, torch
+    if a.update and a.native_cpu: raise ValueError("--update --native-cpu: the committed fingerprint is of the pinned numerics; drop --native-cpu")
+    path, out = kit_root()/FINGERPRINT_FILE, Path(a.keep or tempfile.mkdtemp(prefix='inscl-fingerprint-'))
+    try: new = compute_fingerprints(out, a.jobs, a.native_cpu)
+    finally:
+        if not a.keep: shutil.rmtree(out, ignore_errors=True)
+    cpu = '{cpu_model} ({cpu_id})'.format(**cpu_info())
+    if a.update:
+        save_json(dict(about='sha256 digests of canonical results: inscl-repro fingerprint checks them, --update rewrites them',
+                       made_on=dict(cpu_model=cpu, torch=torch.__version__, numerics=PINNED_NUMERICS, threads=1, git_commit=git_commit()),
+                       entries=new), path)
+        print(f'fingerprint: wrote {len(new)} digests to {path} (made on {cpu})'); return 0
+    if not path.is_file(): raise ValueError(f"{path}: no committed fingerprint; write one with inscl-repro fingerprint --update")
+    old = load_json(path)
+    diff = fingerprint_diff(new, old['entries'])
+    if not diff:
+        print(f"fingerprint: all {len(new)} digests equal {FINGERPRINT_FILE} (made on {old['made_on']['cpu_model']}; here {cpu})"); return 0
+    print(f"fingerprint: differs from {FINGERPRINT_FILE} (made on {old['made_on']['cpu_model']} with torch {old['made_on']['torch']}; "
+          f"here {cpu} with torch {torch.__version__}{', native numerics' if a.native_cpu else ''})", *diff, sep='\n')
+    return 1
+
+def _whole(least:int) -> Callable[[str], int]:
+    "An argparse type: a whole number of at least `least`, with an error that names the value."
+    def parse(v:str) -> int:
+        try: x = int(v)
+        except ValueError: raise argparse.ArgumentTypeError(f"expected a whole number, got {v!r}") from None
+        if x < least: raise argparse.ArgumentTypeError(f"expected a whole number of at least {least}, got {x}")
+        return x
+    return parse
+
+class _Parser(argparse.ArgumentParser):
+    "argparse with one-line errors: `inscl-repro all: error: argument --jobs: ...`."
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog='inscl-repro', description='Reproduce the inscl studies for a preset of settings.ini.')
+    ap = _Parser(prog='inscl-repro', description='Reproduce the inscl studies for a preset of settings.ini.')
     sub = ap.add_subparsers(dest='cmd', required=True)
-    def common(sp, grid=True):
-        sp.add_argument('--preset', default='tiny', help='a section of settings.ini (default: tiny)')
-        sp.add_argument('--dry-run', action='store_true', help='list the stages or grid cells (marking finished ones) and exit')
+    def common(sp, grid=True, preset=True):
+        if preset: sp.add_argument('--preset', default='tiny', help='a section of settings.ini (default: tiny)')
+        if preset: sp.add_argument('--dry-run', action='store_true', help='list the stages or grid cells (marking finished ones) and exit')
+        sp.add_argument('--debug', action='store_true', help='show the full traceback of an error')
+        sp.add_argument('--native-cpu', action='store_true', help="the host's native CPU kernels: faster, but numbers only for CPUs like this one (default: pinned to AVX2)")
         if grid:
-            sp.add_argument('--jobs', type=int, default=1, help='grid cells run at once, each in its own papermill kernel')
-            sp.add_argument('--threads', type=int, default=None, help="torch CPU threads per cell (default: torch's; use 1 with --jobs 2)")
+            sp.add_argument('--jobs', type=_whole(1), default=1, help='grid cells run at once, each in its own papermill kernel')
+            sp.add_argument('--threads', type=_whole(1), default=None, help="torch CPU threads per cell (default: 1 with pinned numerics, torch's with --native-cpu)")
     sp = sub.add_parser('prepare', help='build the embedded data, convert/build every model of the preset, plan InsCL replay')
     common(sp); sp.add_argument('--force', action='store_true', help='redo finished preparation stages'); sp.set_defaults(fn=_cmd_prepare)
     sp = sub.add_parser('all', help='the main job: prepare, both study grids, the reports')
@@ -536,35 +779,51 @@ def _parser() -> argparse.ArgumentParser:
     common(sp)
     sp.add_argument('--orders', nargs='+', default=None, help="task orders (default: the preset's)")
     sp.add_argument('--methods', nargs='+', default=None, help='replay methods (default: none random inscl)')
-    sp.add_argument('--seeds', nargs='+', type=int, default=None, help="run seeds (default: the preset's seed)")
+    sp.add_argument('--seeds', nargs='+', type=_whole(0), default=None, help="run seeds (default: the preset's seed)")
     sp.set_defaults(fn=_cmd_inscl)
     sp = sub.add_parser('distill', help='the distillation grid: methods x data seeds')
     common(sp)
     sp.add_argument('--methods', nargs='+', default=None, help="icl-teacher icl-student zero_shot pbft[-mode] cd[-mode] (default: the preset's)")
-    sp.add_argument('--k', type=int, default=None, help="demonstrations (default: the preset's)")
-    sp.add_argument('--data-seeds', nargs='+', type=int, default=None, help="data seeds (default: the preset's)")
+    sp.add_argument('--k', type=_whole(0), default=None, help="demonstrations (default: the preset's)")
+    sp.add_argument('--data-seeds', nargs='+', type=_whole(0), default=None, help="data seeds (default: the preset's)")
     sp.set_defaults(fn=_cmd_distill)
     sp = sub.add_parser('probe', help="before the study: each model's k-shot ICL on the dev split per pattern, k and phenomenon")
     common(sp)
     sp.add_argument('--roles', nargs='+', default=['teacher', 'student'], choices=['teacher', 'student'], help='whose probes (default: both)')
     sp.add_argument('--patterns', nargs='+', default=None, help="patterns (default: every pattern the model can use)")
-    sp.add_argument('--ks', nargs='+', type=int, default=None, help="the teacher's k sweep with the preset's pattern (default: 0 4 8 16 32)")
-    sp.add_argument('--data-seeds', nargs='+', type=int, default=None, help="data seeds (default: the preset's)")
+    sp.add_argument('--ks', nargs='+', type=_whole(0), default=None, help="the teacher's k sweep with the preset's pattern (default: 0 4 8 16 32)")
+    sp.add_argument('--data-seeds', nargs='+', type=_whole(0), default=None, help="data seeds (default: the preset's)")
     sp.set_defaults(fn=_cmd_probe)
     sp = sub.add_parser('report', help='render the report notebooks from the finished runs of the preset')
     common(sp, grid=False); sp.set_defaults(fn=_cmd_report)
+    sp = sub.add_parser('fingerprint', help='recompute the digests of three small pinned runs and compare them with tests/fingerprints.json')
+    common(sp, preset=False)
+    sp.add_argument('--update', action='store_true', help='rewrite tests/fingerprints.json (say in the commit which change moved the numbers)')
+    sp.add_argument('--keep', default=None, help='run the cells in this folder and keep it (default: a temporary folder, removed)')
+    sp.set_defaults(fn=_cmd_fingerprint)
     return ap
 
 def main(argv:list[str]|None=None # command-line arguments (default: sys.argv[1:])
         ) -> int:
     "Entry point of the `inscl-repro` console script."
     a = _parser().parse_args(argv)
-    if a.preset not in (names := preset_names()):
+    if hasattr(a, 'preset') and a.preset not in (names := preset_names()):
         _parser().error(f"unknown preset {a.preset!r}; expected one of: {', '.join(names)}")
     if getattr(a, 'threads', None):
         import torch
         torch.set_num_threads(a.threads)
-    try: return a.fn(a)
-    except KeyboardInterrupt:
-        print('\ninterrupted: finished stages and cells are kept; run the same command again to resume', file=sys.stderr)
-        return 130
+    old = signal.signal(signal.SIGTERM, _on_sigterm) if threading.current_thread() is threading.main_thread() else None
+    try:
+        with _runs_lock(a):
+            return a.fn(a)
+    except KeyboardInterrupt as e:
+        print(f"\n{'terminated' if isinstance(e, Terminated) else 'interrupted'}: finished stages and cells are kept; "
+              "run the same command again to resume", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
+    except Exception as e:
+        if a.debug: raise
+        print(f"inscl-repro {a.cmd}: error: {e if isinstance(e, (ValueError, OSError)) else f'{type(e).__name__}: {e}'} "
+              "(--debug shows the traceback)", file=sys.stderr)
+        return 2
+    finally:
+        if old is not None: signal.signal(signal.SIGTERM, old)

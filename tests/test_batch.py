@@ -73,10 +73,98 @@ def test_distill_grid(kit, capsys):
     assert 'distillation study' in out and main(['distill', '--preset', 'smoke', '--methods', 'zero_shot', '--data-seeds', '0', '--dry-run']) == 0
     assert 'distill:smoke-zero_shot-k0-gpt-3-s0' in capsys.readouterr().out
 
-def test_bad_grid_arguments(kit):
+def test_bad_grid_arguments(kit, capsys):
+    "A bad value is one line on stderr naming it (exit 2); --debug shows the traceback instead."
     from inscl.batch import grid_method
     with pytest.raises(ValueError, match="unknown distillation method 'icl-tutor'"): grid_method('icl-tutor')
-    with pytest.raises(ValueError, match="unknown order 'curriculm'"): main(['inscl', '--preset', 'smoke', '--orders', 'curriculm', '--dry-run'])
+    assert main(['inscl', '--preset', 'smoke', '--orders', 'curriculm', '--dry-run']) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown order 'curriculm'" in err[0] and 'Traceback' not in err[0]
+    with pytest.raises(ValueError, match="unknown order 'curriculm'"): main(['inscl', '--preset', 'smoke', '--orders', 'curriculm', '--dry-run', '--debug'])
+
+@pytest.mark.parametrize('flag,value', [('--threads', '-3'), ('--jobs', '0'), ('--jobs', 'two'), ('--seeds', '-1')])
+def test_bad_flags_are_one_line(kit, capsys, flag, value):
+    "Flags are checked by the parser: one line naming the flag and the value, exit code 2."
+    with pytest.raises(SystemExit) as e: main(['inscl', '--preset', 'smoke', flag, value, '--dry-run'])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f'argument {flag}' in err[0] and value in err[0], err
+
+def test_unwritable_runs_folder_fails_at_start(kit, capsys):
+    "A runs folder that cannot be written stops the command at once with one line (a file stands where a folder should)."
+    (kit/'blocker').write_text('a file, not a folder')
+    ini = (kit/'settings.ini').read_text().replace('runs_dir = reports/runs', 'runs_dir = blocker/runs')
+    (kit/'settings.ini').write_text(ini)
+    assert main(['inscl', '--preset', 'smoke', '--orders', 'curriculum', '--methods', 'none']) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'runs folder' in err[0] and 'blocker/runs' in err[0] and 'not writable' in err[0], err
+
+def test_second_command_on_a_runs_folder_is_told_who_holds_it(kit, capsys):
+    "While one command holds the runs folder, a second one stops at once and names the holder."
+    import os
+    from inscl.batch import runs_lock
+    from inscl.presets import load_preset
+    with runs_lock(load_preset('smoke').runs_dir, 'inscl-repro all --preset smoke'):
+        assert main(['inscl', '--preset', 'smoke', '--orders', 'curriculum', '--methods', 'none']) == 2
+        err = capsys.readouterr().err
+        assert f'pid {os.getpid()}: inscl-repro all --preset smoke' in err and 'in use' in err
+        assert main(['inscl', '--preset', 'smoke', '--dry-run']) == 0   # a dry run writes nothing and needs no lock
+    assert main(['prepare', '--preset', 'smoke', '--dry-run']) == 0
+
+def test_damaged_results_of_a_finished_cell_are_redone(kit, capsys):
+    "A finished cell whose results no longer match its record is set aside with one line and run again; the summary does not crash."
+    args = ['inscl', '--preset', 'smoke', '--orders', 'curriculum', '--methods', 'none', '--threads', '1']
+    assert main(args) == 0
+    run = kit/'reports'/'runs'/'inscl'/'smoke-curriculum-none-s0'
+    good = (run/'results.csv').read_bytes()
+    rec = json.loads((run/'record.json').read_text())
+    assert rec['results'] == 'results.csv' and rec['n_rows'] == good.count(b'\n') - 1 and len(rec['digest']) == 64
+    (run/'results.csv').write_bytes(good[:len(good) // 2])          # truncated mid-line, record intact
+    capsys.readouterr()
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"{run/'results.csv'}: truncated" in out and 'runs again' in out
+    assert (run/'results.csv').read_bytes() == good and (run/'results.csv.damaged').exists()
+    assert 'final-stage Relative Gain and AP' in out
+
+def test_sigterm_stops_the_cells_and_resumes(kit):
+    "SIGTERM to the runner alone: its kernels are stopped (none is left behind), exit 143, and the same command resumes."
+    import os, signal, subprocess, sys, time, psutil
+    cmd = [sys.executable, '-c', 'import sys; from inscl.batch import main; sys.exit(main())', 'inscl', '--preset', 'smoke', '--orders', 'curriculum', '--methods', 'random', '--threads', '1']
+    env = {**os.environ, 'INSCL_SETTINGS': str(kit/'settings.ini')}
+    run = kit/'reports'/'runs'/'inscl'/'smoke-curriculum-random-s0'
+    proc = subprocess.Popen(cmd, env=env, cwd=kit, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    t0, before = time.time(), []
+    while time.time() - t0 < 300 and proc.poll() is None:
+        try: before = json.loads((run/'state.json').read_text())['finished']
+        except (OSError, ValueError): before = []
+        if len(before) >= 2: break
+        time.sleep(0.05)
+    assert 2 <= len(before) < 16, f'could not stop mid-run: {len(before)} stages finished'
+    kids = psutil.Process(proc.pid).children(recursive=True)
+    assert kids, 'the runner has no papermill child'
+    proc.send_signal(signal.SIGTERM)                           # the runner only, as a service manager or `kill` does
+    assert proc.wait(timeout=60) == 143
+    gone, alive = psutil.wait_procs(kids, timeout=30)
+    assert not alive, f'left running: {[p.cmdline()[:3] for p in alive]}'
+    assert not (run/'record.json').exists()
+    r = subprocess.run(cmd, env=env, cwd=kit, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:]
+    after = json.loads((run/'state.json').read_text())['finished']
+    assert len(after) == 16 and after[:len(before)] == before
+
+def test_reports_of_another_preset_render_beside_the_committed_ones(kit):
+    "Executed reports belong to the preset papermill recorded in them: another preset's go to reports/<preset>/."
+    from inscl.batch import report_dir, report_owner
+    from inscl.presets import load_preset
+    smoke = load_preset('smoke')
+    home = kit/'reports'
+    assert report_owner(home) is None and report_dir(smoke) == home          # nothing rendered yet: in place
+    home.mkdir(exist_ok=True)
+    (home/'20_continual.ipynb').write_text(json.dumps({'metadata': {'papermill': {'parameters': {'preset': 'tiny'}}}, 'cells': []}))
+    assert report_owner(home) == 'tiny'
+    assert report_dir(smoke) == home/'smoke' and report_dir(load_preset('tiny')) == home
+    assert report_owner(ROOT/'reports') == 'tiny'                             # the committed reports are tiny's
 
 def test_interrupted_main_job_resumes(kit):
     "Ctrl-C in the middle of a grid cell, then the same command again: finished stages are kept, the run completes."
