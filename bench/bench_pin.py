@@ -22,8 +22,7 @@ data = study_data(p)
 model, tok = load_model(p.inscl.model, preset=p.name, seed=p.seed)
 t0, losses = time.perf_counter(), []
 for i, task in enumerate(task_order('curriculum')[:stages]):
-    cfg = TrainConfig.from_preset(p.inscl, seed=i)
-    cfg.epochs = epochs
+    cfg = TrainConfig.from_preset(p.inscl, seed=i, epochs=epochs)
     losses.append(train(model, tok, [r for r in data['train'] if r['category'] == task], cfg, progress=False)['final_loss'])
 print(json.dumps(dict(seconds=time.perf_counter() - t0, losses=losses, capability=torch.backends.cpu.get_cpu_capability())))
 '''
@@ -34,7 +33,8 @@ def run(pinned:bool, stages:int, epochs:int, threads:int) -> dict:
     env = {**os.environ, **numerics_env(threads, native=not pinned)}
     if not pinned:
         for k in ('ATEN_CPU_CAPABILITY', 'MKL_CBWR', 'ONEDNN_MAX_CPU_ISA'): env.pop(k, None)
-    r = subprocess.run([sys.executable, '-c', CHILD, str(stages), str(epochs), str(threads)], env=env, capture_output=True, text=True, check=True)
+    r = subprocess.run([sys.executable, '-c', CHILD, str(stages), str(epochs), str(threads)], env=env, capture_output=True, text=True)
+    if r.returncode: raise SystemExit(f'the {"pinned" if pinned else "native"} run failed:\n{r.stderr[-2000:]}')
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 def main():
