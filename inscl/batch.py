@@ -22,9 +22,9 @@ __all__ = ['PINNED_NUMERICS', 'NUMERICS_VARS', 'RECORD_PACKAGES', 'EXPERIMENTS',
            'run_stages', 'prepare_stages', 'plan_stages', 'numerics_env', 'cpu_info', 'numerics_record', 'kit_root',
            'git_commit', 'run_record', 'experiment_notebook', 'Cell', 'inscl_cells', 'grid_method', 'distill_cells',
            'probe_cells', 'cell_progress', 'papermill_command', 'cell_threads', 'run_cell', 'run_grid', 'inscl_summary',
-           'distill_summary', 'report_notebooks', 'report_owner', 'report_dir', 'run_reports', 'canonical_table',
-           'fingerprint_entry', 'fingerprint_cells', 'compute_fingerprints', 'fingerprint_diff', 'Terminated',
-           'writable_folder', 'runs_lock', 'main']
+           'distill_summary', 'report_notebooks', 'report_owner', 'stamp_report', 'report_dir', 'run_reports',
+           'canonical_table', 'fingerprint_entry', 'fingerprint_cells', 'compute_fingerprints', 'fingerprint_diff',
+           'Terminated', 'writable_folder', 'runs_lock', 'main']
 
 # %% ../nbs/09_batch.ipynb #2bb4509b
 @dataclass
@@ -487,6 +487,21 @@ def report_owner(folder:Path # a folder of executed reports
         except (OSError, ValueError, KeyError, TypeError): continue
     return None
 
+def stamp_report(nb:Path,        # an executed report notebook
+                 p:Preset,        # the preset it reports
+                 native:bool=False # whether it ran with native numerics
+                ) -> dict:
+    "Record in the report's metadata (`inscl`) what rendered it: package versions, git commit, numerics, CPU; return that record."
+    import nbformat
+    from inscl.files import atomic_path
+    info = {k: v for k, v in cpu_info().items() if k != 'cpu_flags'}
+    stamp = dict(preset=p.name, versions={n: _version(n) for n in RECORD_PACKAGES}, git_commit=git_commit(),
+                 numerics=numerics_env(cell_threads(None, native), native), **info, rendered_at=time.strftime('%Y-%m-%dT%H:%M:%S%z'))
+    book = nbformat.read(nb, as_version=4)
+    book.metadata['inscl'] = stamp
+    with atomic_path(nb) as tmp: nbformat.write(book, tmp)
+    return stamp
+
 def report_dir(p:Preset # the preset to report
               ) -> Path:
     "Where `p`'s reports go: the folder above its runs_dir when the reports there are `p`'s (or there are none), else `<that folder>/<preset>/`."
@@ -513,6 +528,7 @@ def run_reports(p:Preset,                    # the preset whose runs are reporte
         t0 = time.perf_counter()
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **numerics_env(cell_threads(None, native), native)})
         err = '' if r.returncode == 0 else ([l for l in r.stderr.splitlines() if l.strip()] or ['?'])[-1][:300]
+        if r.returncode == 0: stamp_report(out/nb.name, p, native)
         rows.append(dict(study='report', run_id=nb.name, status='ran' if r.returncode == 0 else 'failed',
                          seconds=round(time.perf_counter() - t0, 1), notebook=str(out/nb.name), error=err))
     return rows

@@ -212,3 +212,16 @@ def test_probe_grid_smoke(kit, capsys):
     summ = pd.read_csv(runs/'summary-smoke.csv')
     assert {'negation', 'quantifier', 'all'} <= set(summ.phenomenon) and set(summ.role) == {'teacher'}
     assert main(args) == 0 and capsys.readouterr().out.count('done before') == 2
+
+def test_executed_reports_record_their_versions(tmp_path):
+    "stamp_report writes the package versions, commit and numerics into an executed report's metadata, keeping its cells."
+    import nbformat
+    from inscl.batch import stamp_report
+    from inscl.presets import load_preset
+    nb = tmp_path/'20_continual.ipynb'
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell('# a report')]), nb)
+    stamp_report(nb, load_preset('smoke'))
+    book = nbformat.read(nb, as_version=4)
+    meta = book.metadata['inscl']
+    assert meta['preset'] == 'smoke' and meta['versions']['torch'] and meta['versions']['pandas'] and meta['cpu_model']
+    assert meta['numerics'].get('OMP_NUM_THREADS') == '1' and book.cells[0].source == '# a report'
