@@ -515,6 +515,7 @@ def run_reports(p:Preset,                    # the preset whose runs are reporte
                ) -> list[dict]:
     "Execute every report notebook with papermill into `report_dir(p)`; return one status row per report."
     out = Path(out or report_dir(p))
+    out.mkdir(parents=True, exist_ok=True)
     rows = []
     for nb in tqdm(report_notebooks(), desc='reports', unit='report'):
         study = 'distill' if 'distill' in nb.stem else 'inscl'
