@@ -129,18 +129,8 @@ def test_damaged_results_of_a_finished_cell_are_redone(kit, capsys):
 
 def test_sigterm_stops_the_cells_and_resumes(kit):
     "SIGTERM to the runner alone: its kernels are stopped (none is left behind), exit 143, and the same command resumes."
-    import os, signal, subprocess, sys, time, psutil
-    cmd = [sys.executable, '-c', 'import sys; from inscl.batch import main; sys.exit(main())', 'inscl', '--preset', 'smoke', '--orders', 'curriculum', '--methods', 'random', '--threads', '1']
-    env = {**os.environ, 'INSCL_SETTINGS': str(kit/'settings.ini')}
-    run = kit/'reports'/'runs'/'inscl'/'smoke-curriculum-random-s0'
-    proc = subprocess.Popen(cmd, env=env, cwd=kit, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    t0, before = time.time(), []
-    while time.time() - t0 < 300 and proc.poll() is None:
-        try: before = json.loads((run/'state.json').read_text())['finished']
-        except (OSError, ValueError): before = []
-        if len(before) >= 2: break
-        time.sleep(0.05)
-    assert 2 <= len(before) < 16, f'could not stop mid-run: {len(before)} stages finished'
+    import signal, subprocess, psutil
+    proc, cmd, env, run, before = _runner_mid_run(kit, 2)
     kids = psutil.Process(proc.pid).children(recursive=True)
     assert kids, 'the runner has no papermill child'
     proc.send_signal(signal.SIGTERM)                           # the runner only, as a service manager or `kill` does
@@ -166,9 +156,9 @@ def test_reports_of_another_preset_render_beside_the_committed_ones(kit):
     assert report_dir(smoke) == home/'smoke' and report_dir(load_preset('tiny')) == home
     assert report_owner(ROOT/'reports') == 'tiny'                             # the committed reports are tiny's
 
-def test_interrupted_main_job_resumes(kit):
-    "Ctrl-C in the middle of a grid cell, then the same command again: finished stages are kept, the run completes."
-    import os, signal, subprocess, sys, time
+def _runner_mid_run(kit, stages:int):
+    "Start `inscl-repro inscl` (smoke, curriculum, random) in its own session; return it, its command, env and run folder once `stages` stages finished."
+    import os, subprocess, sys, time
     cmd = [sys.executable, '-c', 'import sys; from inscl.batch import main; sys.exit(main())', 'inscl', '--preset', 'smoke', '--orders', 'curriculum', '--methods', 'random', '--threads', '1']
     env = {**os.environ, 'INSCL_SETTINGS': str(kit/'settings.ini')}
     run = kit/'reports'/'runs'/'inscl'/'smoke-curriculum-random-s0'
@@ -177,9 +167,15 @@ def test_interrupted_main_job_resumes(kit):
     while time.time() - t0 < 300 and proc.poll() is None:
         try: before = json.loads((run/'state.json').read_text())['finished']
         except (OSError, ValueError): before = []
-        if len(before) >= 3: break
+        if len(before) >= stages: break
         time.sleep(0.05)
-    assert 3 <= len(before) < 16, f'could not interrupt mid-run: {len(before)} stages finished'
+    assert stages <= len(before) < 16, f'could not interrupt mid-run: {len(before)} stages finished'
+    return proc, cmd, env, run, before
+
+def test_interrupted_main_job_resumes(kit):
+    "Ctrl-C in the middle of a grid cell, then the same command again: finished stages are kept, the run completes."
+    import os, signal, subprocess
+    proc, cmd, env, run, before = _runner_mid_run(kit, 3)
     os.killpg(proc.pid, signal.SIGINT)                         # what Ctrl-C in a terminal does
     proc.wait(timeout=60)
     assert not (run/'record.json').exists()
