@@ -734,10 +734,10 @@ def runs_lock(folder:Path, # the runs folder a command writes into
         try: yield path
         finally: f.seek(0); f.truncate()
 
-def _runs_lock(a):
+def _runs_lock(a, argv:list[str]):
     "The lock a command needs: its preset's runs folder for the commands that write runs; none for dry runs and the fingerprint."
     if a.cmd == 'fingerprint' or getattr(a, 'dry_run', False): return nullcontext()
-    return runs_lock(load_preset(a.preset).runs_dir, 'inscl-repro ' + ' '.join(sys.argv[1:] if sys.argv[0].endswith('inscl-repro') else [a.cmd, '--preset', a.preset]))
+    return runs_lock(load_preset(a.preset).runs_dir, 'inscl-repro ' + ' '.join(argv))
 
 def _cmd_fingerprint(a) -> int:
     "Recompute the fingerprint and compare it with the committed file (`--update`: rewrite the file)."
@@ -823,6 +823,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv:list[str]|None=None # command-line arguments (default: sys.argv[1:])
         ) -> int:
     "Entry point of the `inscl-repro` console script."
+    argv = sys.argv[1:] if argv is None else list(argv)
     a = _parser().parse_args(argv)
     if hasattr(a, 'preset') and a.preset not in (names := preset_names()):
         _parser().error(f"unknown preset {a.preset!r}; expected one of: {', '.join(names)}")
@@ -831,7 +832,7 @@ def main(argv:list[str]|None=None # command-line arguments (default: sys.argv[1:
         torch.set_num_threads(a.threads)
     old = signal.signal(signal.SIGTERM, _on_sigterm) if threading.current_thread() is threading.main_thread() else None
     try:
-        with _runs_lock(a):
+        with _runs_lock(a, argv):
             return a.fn(a)
     except KeyboardInterrupt as e:
         print(f"\n{'terminated' if isinstance(e, Terminated) else 'interrupted'}: finished stages and cells are kept; "
