@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 # %% auto #0
-__all__ = ['allocate_replay']
+__all__ = ['allocate_replay', 'budget_tv']
 
 # %% ../nbs/04_allocation.ipynb #8bcf9cc2
 def _check_distances(distances:Sequence[float]) -> np.ndarray:
@@ -46,3 +46,11 @@ def allocate_replay(distances:Sequence[float]|Mapping, # W_j for each previous t
         if n[j] > 0: n[j] -= 1
         k += 1
     return [int(o) for o in n]
+
+# %% ../nbs/04_allocation.ipynb #3c2c0d99
+def budget_tv(budget:Sequence[int]|Mapping # n_j per previous task (a list, or a dict task -> n_j)
+             ) -> float:
+    "Total variation distance between the budget's shares and the equal split (NaN for an empty or all-zero budget)."
+    n = np.asarray(list(budget.values()) if isinstance(budget, Mapping) else list(budget), dtype=float)
+    if not len(n) or n.sum() == 0: return float('nan')
+    return float(0.5 * np.abs(n / n.sum() - 1 / len(n)).sum())

@@ -20,11 +20,11 @@ import pandas as pd
 # %% auto #0
 __all__ = ['PINNED_NUMERICS', 'NUMERICS_VARS', 'RECORD_PACKAGES', 'EXPERIMENTS', 'FINGERPRINT_FILE', 'VOLATILE_COLUMNS', 'Stage',
            'run_stages', 'prepare_stages', 'plan_stages', 'numerics_env', 'cpu_info', 'numerics_record', 'kit_root',
-           'git_commit', 'run_record', 'experiment_notebook', 'Cell', 'inscl_cells', 'grid_method', 'distill_cells',
-           'probe_cells', 'cell_progress', 'papermill_command', 'cell_threads', 'run_cell', 'run_grid', 'inscl_summary',
-           'distill_summary', 'report_notebooks', 'report_owner', 'stamp_report', 'report_dir', 'run_reports',
-           'canonical_table', 'fingerprint_entry', 'fingerprint_cells', 'compute_fingerprints', 'fingerprint_diff',
-           'Terminated', 'writable_folder', 'runs_lock', 'main']
+           'git_commit', 'run_record', 'experiment_notebook', 'Cell', 'inscl_cells', 'cell_grid_method', 'grid_method',
+           'distill_cells', 'probe_cells', 'cell_progress', 'papermill_command', 'cell_threads', 'run_cell', 'run_grid',
+           'inscl_summary', 'distill_summary', 'report_notebooks', 'report_owner', 'stamp_report', 'report_dir',
+           'run_reports', 'canonical_table', 'fingerprint_entry', 'fingerprint_cells', 'compute_fingerprints',
+           'fingerprint_diff', 'Terminated', 'writable_folder', 'runs_lock', 'main']
 
 # %% ../nbs/09_batch.ipynb #2bb4509b
 @dataclass
@@ -97,7 +97,7 @@ def _plans(p:Preset, order:str, method:str='inscl') -> dict:
         pl = replay_plan(order, i, method, records=data['train'], replay_per_task=p.inscl.replay_per_task,
                          weights=p.inscl.weights, encoder=p.inscl.encoder, tagger=p.inscl.tagger, seed=p.seed)
         stages.append(dict(stage=i, task=pl['task'], total=pl['total'], budget=pl['budget'],
-                           distances=pl.get('distances'), n_examples=len(pl['examples'])))
+                           distances=pl.get('distances'), n_examples=len(pl['examples']), budget_tv=pl['budget_tv'], tag_merges=pl['tag_merges']))
     return dict(order=order, method=method, replay_per_task=p.inscl.replay_per_task, stages=stages)
 
 def plan_stages(p:Preset, # the preset
@@ -175,12 +175,13 @@ def run_record(params:dict,             # the notebook's parameters, as injected
                path:Path|str|None=None, # write the record here (atomically) when given
                **extra                  # more fields (run_id, n_rows, ...)
               ) -> dict:
-    "What produced a run: parameters, package versions, device, seed, git commit, wall time."
+    "What produced a run: parameters, package versions, device, seed, git commit, wall time (and the SLURM job, inside one)."
     import platform, torch
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f'cpu ({torch.get_num_threads()} threads)'
+    job = {'slurm_job_id': os.environ['SLURM_JOB_ID']} if os.environ.get('SLURM_JOB_ID') else {}
     rec = dict(params=params, seed=seed, seconds=round(seconds, 2), device=dev, host=platform.node(), platform=platform.platform(),
                versions={n: _version(n) for n in RECORD_PACKAGES}, git_commit=git_commit(),
-               numerics=numerics_record(), finished_at=time.strftime('%Y-%m-%dT%H:%M:%S%z'), **extra, finished=True)
+               numerics=numerics_record(), finished_at=time.strftime('%Y-%m-%dT%H:%M:%S%z'), **job, **extra, finished=True)
     if path is not None: save_json(rec, path)
     return rec
 
@@ -248,26 +249,35 @@ def _set_aside(c:Cell, why:str) -> str:
 # %% ../nbs/09_batch.ipynb #c47c93ed
 def inscl_cells(p:Preset,                # the preset
                 orders:list[str],        # task orders
-                methods:list[str],       # replay methods
-                seeds:list[int],         # run seeds
+                methods:list[str],       # grid methods: none, random, inscl, wdist, insinfo, inscl_uniform
+                seeds:list[int],         # run seeds (each with its own experts)
                 out:Path|None=None,      # the study's runs folder (default: the preset's runs_dir/inscl)
                 experts:bool=True,       # add the experts cell of each seed (Relative Gain needs them)
+                ablation_orders:list[str]|None=None, # the orders the ablations (wdist, insinfo, inscl_uniform) run on (None: all)
                ) -> list[Cell]:
-    "The continual study's grid cells."
-    from inscl.continual import METHODS, run_name
+    "The continual study's grid cells: every method on every order, the ablations on `ablation_orders` only."
+    from inscl.continual import GRID_METHODS, ABLATIONS, continual_variant, run_name
     from inscl.data import task_order
     out = Path(out or p.runs_dir/'inscl')
-    for o in orders: task_order(o)   # a ValueError naming a bad order
-    if (bad := [m for m in methods if m not in METHODS]): raise ValueError(f"unknown replay method {bad[0]!r}; expected one of: {', '.join(METHODS)}")
+    for o in [*orders, *(ablation_orders or [])]: task_order(o)   # a ValueError naming a bad order
+    if (bad := [m for m in methods if m not in GRID_METHODS]): raise ValueError(f"unknown replay method {bad[0]!r}; expected one of: {', '.join(GRID_METHODS)}")
     base = dict(preset=p.name, out_dir=str(out))
     cells = [Cell('inscl', f'experts-{p.name}-s{s}', dict(base, order='curriculum', method='experts', seed=s), out/f'experts-{p.name}-s{s}', 200)
              for s in seeds if experts]
     for s in seeds:
         for o in orders:
-            for m in methods:
-                rid = run_name(p.name, o, m, s, p.inscl.weights)
-                cells.append(Cell('inscl', rid, dict(base, order=o, method=m, seed=s), out/rid, 150 if m == 'none' else 190))
+            for g in methods:
+                if g in ABLATIONS and ablation_orders is not None and o not in ablation_orders: continue
+                m, w = continual_variant(g)
+                rid = run_name(p.name, o, m, s, w or p.inscl.weights)
+                cells.append(Cell('inscl', rid, dict(base, order=o, method=m, seed=s, **({'weights': w} if w else {})), out/rid, 150 if m == 'none' else 190))
     return cells
+
+def cell_grid_method(c:Cell # a continual cell
+                    ) -> str:
+    "The grid name of a continual cell's method (`inscl_uniform` for InsCL with uniform weights)."
+    from inscl.continual import continual_grid_name
+    return continual_grid_name(c.params['method'], c.params.get('weights'))
 
 # %% ../nbs/09_batch.ipynb #d7e5afa6
 def grid_method(name:str # `icl-teacher`, `icl-student`, `zero_shot`, `pbft[-mode]`, `cd[-mode]`
@@ -280,7 +290,7 @@ def grid_method(name:str # `icl-teacher`, `icl-student`, `zero_shot`, `pbft[-mod
     if mode and mode not in MODES: raise ValueError(f"unknown student mode {mode!r} in method {name!r}; expected one of: {', '.join(MODES)}")
     return m, mode or None
 
-_COSTS = {'icl-teacher': 60, 'icl-student': 50, 'icl': 60, 'zero_shot': 20, 'pbft': 130, 'cd': 170}   # seconds on `tiny`, one thread
+_COSTS = {'icl-teacher': 60, 'icl-student': 50, 'icl': 60, 'zero_shot': 20, 'pbft': 130, 'pbft_answer': 130, 'cd': 170}   # seconds on `tiny`, one thread
 
 def distill_cells(p:Preset,                 # the preset
                   methods:list[str],        # grid methods (see `grid_method`)
@@ -325,7 +335,7 @@ def probe_cells(p:Preset,                        # the preset
         pats = list(patterns) if patterns else probe_patterns(load_tokenizer(d.teacher if role == 'teacher' else d.student))
         for pat in pats:
             rid = probe_run_id(p.name, role, pat)
-            kk = sweep if role == 'teacher' and pat == d.pattern else [d.k]
+            kk = sweep if pat == d.pattern else [d.k]   # the student's own sweep too: same-model teachers and the k comparison read it
             cells.append(Cell('probe', rid, dict(preset=p.name, role=role, pattern=pat, ks=kk, data_seeds=seeds, out_dir=str(out)),
                               out/rid, len(kk) * len(seeds) * (25 if role == 'teacher' else 20)))
     return cells
@@ -378,12 +388,13 @@ def run_cell(c:Cell,                  # the cell
              threads:int|None=None,   # torch CPU threads of its kernel (None: 1 with pinned numerics, else torch's default)
              timeout:float|None=None, # seconds before the cell is stopped (None: no limit)
              native:bool=False,       # the host's native numerics instead of the pinned ones
+             gpus:str|None=None,      # the kernel's `CUDA_VISIBLE_DEVICES` (None: inherited; `inscl.cluster.gpu_slots`)
             ) -> dict:
     "Execute `c` with papermill in a child process, its numerics pinned; return its status row (`ran` or `failed`)."
     c.run_dir.mkdir(parents=True, exist_ok=True)
     threads = cell_threads(threads, native)
     params = {**c.params, 'threads': threads, 'progress': False}   # the runner shows progress; the notebook stays small
-    env = {**os.environ, 'PYTHONUNBUFFERED': '1', **numerics_env(threads, native)}
+    env = {**os.environ, 'PYTHONUNBUFFERED': '1', **numerics_env(threads, native), **({'CUDA_VISIBLE_DEVICES': gpus} if gpus else {})}
     cmd = papermill_command(experiment_notebook(c.study), c.notebook, params, c.run_dir)
     t0 = time.perf_counter()
     with open(c.run_dir/'papermill.log', 'w') as log:
@@ -414,9 +425,11 @@ def run_grid(cells:list[Cell],        # the grid
              desc:str='grid',         # progress-bar label
              timeout:float|None=None, # seconds per cell
              native:bool=False,       # the host's native numerics instead of the pinned ones
+             executor=None,           # where cells run: None for this machine (`run_cell`, GPUs shared out by `gpu_slots`), or an object with `run(cell, threads, timeout, native)` such as `inscl.cluster.SlurmExecutor`
             ) -> list[dict]:
     "Run every unfinished cell of `cells` with papermill; return one status row per cell, in grid order."
     from concurrent.futures import ThreadPoolExecutor, wait, FIRST_COMPLETED
+    from inscl.cluster import gpu_slots
     for c in cells:
         if (why := c.damage()): tqdm.write(_set_aside(c, why))
     rows = {c.label: dict(study=c.study, run_id=c.run_id, status='done before', seconds=None, notebook=str(c.notebook), error='')
@@ -424,36 +437,42 @@ def run_grid(cells:list[Cell],        # the grid
     todo = sorted([c for c in cells if c.label not in rows], key=lambda c: -c.cost)
     ids, ended = {c.run_id for c in cells}, {c.run_id for c in cells if c.label in rows}
     bar, running, shown, jobs = tqdm(total=len(cells), initial=len(rows), desc=desc, unit='cell'), {}, '', max(1, jobs)
+    slots = gpu_slots(jobs) if executor is None and todo else [None] * jobs   # worker k's GPUs (None: no GPU, or SLURM places them)
+    free = list(range(jobs))                                                  # the slots no running cell holds
+    def start(c:Cell, k:int):
+        if executor is None: return ex.submit(run_cell, c, threads, timeout, native, slots[k])
+        return ex.submit(executor.run, c, threads, timeout, native)
     with ThreadPoolExecutor(jobs) as ex:
         try:
             while todo or running:
                 for c in _ready(todo, ended, ids)[:jobs - len(running)]:
-                    todo.remove(c); running[ex.submit(run_cell, c, threads, timeout, native)] = c
+                    k = free.pop(0); todo.remove(c); running[start(c, k)] = (c, k)
                 done, _ = wait(running, timeout=2, return_when=FIRST_COMPLETED)
                 for f in done:
-                    c = running.pop(f)
+                    c, k = running.pop(f); free.append(k)
                     rows[c.label] = f.result(); ended.add(c.run_id); bar.update(1)
                     if rows[c.label]['status'] == 'failed': tqdm.write(f"FAILED {c.label}: {rows[c.label]['error']}\n  see {c.notebook}")
-                if (now := ' | '.join(f'{c.run_id} {cell_progress(c)}' for c in running.values())) != shown:
+                if (now := ' | '.join(f'{c.run_id} {cell_progress(c)}' for c, _ in running.values())) != shown:
                     bar.set_postfix_str(now); shown = now   # only on change: logs stay short
         except KeyboardInterrupt:
             for proc in list(_LIVE): _stop(proc)         # the cells stop; their finished stages stay on disk
+            if hasattr(executor, 'cancel_all'): executor.cancel_all()   # SLURM: scancel the submitted jobs
             bar.close()
             raise
     bar.close()
     return [rows[c.label] for c in cells]
 
 # %% ../nbs/09_batch.ipynb #6662b3ea
-def inscl_summary(res:pd.DataFrame,    # the grid's tidy results
-                  experts:pd.DataFrame # expert rows (U_j)
+def inscl_summary(res:pd.DataFrame,     # the grid's tidy results, `method` the grid name
+                  experts:pd.DataFrame, # expert rows (U_j) of every seed
+                  floor:float=0.0       # `inscl.expert_floor`: weaker experts' tasks are left out of `rg`
                  ) -> pd.DataFrame:
-    "Final-stage RG and AP per order, method and seed; tasks whose expert scored 0 are left out of RG (and named)."
-    from inscl.metrics import final_metrics, expert_scores
-    zero = sorted(t for t, u in expert_scores(experts).items() if u == 0)
-    if zero: print(f"Relative Gain leaves out {len(zero)} task(s) whose expert scored 0: {', '.join(zero)}")
-    fm = final_metrics(res, experts=experts, zero_experts='skip')
-    cols = [c for c in ['order', 'method', 'seed', 'n_stages', 'RG', 'AP', 'forgetting', 'BWT'] if c in fm.columns]
-    return fm[cols].sort_values(['order', 'method', 'seed']).reset_index(drop=True)
+    "Final-stage RG (per-seed experts; with and without weak experts) and AP per order, method and seed (`inscl.metrics.verdict_runs`)."
+    from inscl.metrics import verdict_runs, weak_experts
+    w = weak_experts(experts, floor)
+    if w.weak.any(): print(f"Relative Gain (rg) leaves out {int(w.weak.sum())} task(s) whose expert scored under {floor:g} in some seed: "
+                           f"{', '.join(w.index[w.weak])} (rg_with_weak keeps them)")
+    return verdict_runs(res, experts, floor)
 
 def distill_summary(res:pd.DataFrame # the distillation grid's tidy results (`distill.RESULT_COLUMNS`)
                    ) -> pd.DataFrame:
@@ -610,7 +629,7 @@ def _print_cells(rows:list[dict]) -> int:
     "Print the status table of a grid; return the number of failures."
     if not rows: return 0
     t = pd.DataFrame(rows)
-    print(t[['study', 'run_id', 'status', 'seconds']].to_string(index=False, na_rep='-'))
+    print(t[['study', 'run_id', 'status', 'seconds', *(['job_id'] if 'job_id' in t else [])]].to_string(index=False, na_rep='-'))
     for r in t[t.status == 'no runs'].itertuples(): print(f'{r.run_id}: {r.error}')
     failed = t[t.status == 'failed']
     for r in failed.itertuples(): print(f'FAILED {r.study}:{r.run_id}: {r.error}\n  executed notebook: {r.notebook}')
@@ -632,19 +651,35 @@ def _cmd_prepare(a) -> int:
     return 0
 
 def _inscl_cells(a, p) -> list[Cell]:
-    return inscl_cells(p, a.orders or p.inscl.orders, a.methods or ['none', 'random', 'inscl'], a.seeds if a.seeds is not None else [p.seed])
+    return inscl_cells(p, a.orders or p.inscl.orders, a.methods or p.inscl.methods, a.seeds if a.seeds is not None else p.inscl.seeds,
+                       ablation_orders=getattr(a, 'ablation_orders', None) or p.inscl.ablation_orders)
 
 def _distill_cells(a, p) -> list[Cell]:
     return distill_cells(p, a.methods or p.distill.methods, a.data_seeds if a.data_seeds is not None else p.distill.data_seeds, a.k)
 
+def _collect_inscl(cells:list[Cell]) -> pd.DataFrame:
+    "The finished continual cells' results, `method` their grid name (`inscl_uniform` apart from `inscl`)."
+    fs = [_collect([c], 'results.csv').assign(method=cell_grid_method(c)) for c in cells if c.finished()]
+    fs = [f for f in fs if len(f)]
+    return pd.concat(fs, ignore_index=True) if fs else pd.DataFrame()
+
 def _report_inscl(p, cells):
+    "Print and save the continual grid's summary and its verdict tables (`continual_runs-<preset>.csv`, `continual_paired-<preset>.csv`)."
+    from inscl.metrics import paired_differences, VERDICT_COLUMNS
     runs = [c for c in cells if c.params['method'] != 'experts']
-    res, experts = _collect(runs, 'results.csv'), _collect([c for c in cells if c.params['method'] == 'experts'], 'experts.csv')
+    res, experts = _collect_inscl(runs), _collect([c for c in cells if c.params['method'] == 'experts'], 'experts.csv')
     if not len(res) or not len(experts): return
-    summ = inscl_summary(res, experts)
-    save_table(summ, p.runs_dir/'inscl'/f'summary-{p.name}.csv')
-    print(f"continual study, preset {p.name!r}: final-stage Relative Gain and AP (ROUGE-L, 0-100)")
-    print(summ.to_string(index=False, float_format=lambda v: f'{v:.2f}'))
+    summ = inscl_summary(res, experts, p.inscl.expert_floor)
+    folder = p.runs_dir/'inscl'
+    save_table(summ, folder/f'summary-{p.name}.csv')
+    save_table(summ[[*VERDICT_COLUMNS, 'rg_with_weak']], folder/f'continual_runs-{p.name}.csv')
+    pair = paired_differences(summ)
+    save_table(pair, folder/f'continual_paired-{p.name}.csv')
+    print(f"continual study, preset {p.name!r}: final-stage Relative Gain (per-seed experts) and AP (ROUGE-L, 0-100)")
+    print(summ.drop(columns=['run_id']).to_string(index=False, float_format=lambda v: f'{v:.2f}'))
+    print(f"paired differences on (order, seed), 95% t intervals ({folder/f'continual_paired-{p.name}.csv'}):")
+    shown = pair[pair.metric.isin(['rg', 'ap']) & (pair.n_pairs > 0)]
+    print(shown.to_string(index=False, float_format=lambda v: f'{v:.2f}') if len(shown) else '  (no pairs)')
 
 def _report_probe(p, cells):
     from inscl.probe import probe_summary, pattern_table, phenomenon_verdict
@@ -671,12 +706,18 @@ def _report_distill(p, cells):
 def _probe_cells(a, p) -> list[Cell]:
     return probe_cells(p, a.roles, a.patterns, a.ks, a.data_seeds)
 
+def _executor(a, p:Preset):
+    "The executor of `--executor`: None (this machine) or a `SlurmExecutor` with the preset's resources, its job folders in `<runs_dir>/slurm`."
+    if getattr(a, 'executor', 'local') == 'local': return None
+    from inscl.cluster import SlurmExecutor, SlurmResources
+    return SlurmExecutor(p.runs_dir/'slurm', SlurmResources.from_preset(p, a.partition, a.account))
+
 def _cmd_grid(a, study:str) -> int:
     p = load_preset(a.preset)
     cells = {'inscl': _inscl_cells, 'distill': _distill_cells, 'probe': _probe_cells}[study](a, p)
     if a.dry_run: _dry(cells); return 0
     t0 = time.perf_counter()
-    rows = run_grid(cells, a.jobs, a.threads, desc=f'{study} grid {p.name}', native=a.native_cpu)
+    rows = run_grid(cells, a.jobs, a.threads, desc=f'{study} grid {p.name}', native=a.native_cpu, executor=_executor(a, p))
     {'inscl': _report_inscl, 'distill': _report_distill, 'probe': _report_probe}[study](p, cells)
     print(f'{study} grid: {len(cells)} cells in {time.perf_counter()-t0:.0f} s')
     return 1 if _print_cells(rows) else 0
@@ -697,7 +738,7 @@ def _cmd_all(a) -> int:
     a.orders = a.methods = a.seeds = a.data_seeds = a.k = None
     ci, cd = _inscl_cells(a, p), _distill_cells(a, p)
     if a.dry_run: _dry(ci + cd); return rc
-    rows = run_grid(ci + cd, a.jobs, a.threads, desc=f'all {p.name}', native=a.native_cpu)
+    rows = run_grid(ci + cd, a.jobs, a.threads, desc=f'all {p.name}', native=a.native_cpu, executor=_executor(a, p))
     _report_inscl(p, ci); _report_distill(p, cd)
     rows += run_reports(p, native=a.native_cpu)
     print(f'inscl-repro all --preset {p.name}: {len(ci) + len(cd)} cells and {len(report_notebooks())} reports in {time.perf_counter()-t0:.0f} s')
@@ -787,30 +828,36 @@ def _parser() -> argparse.ArgumentParser:
         if grid:
             sp.add_argument('--jobs', type=_whole(1), default=1, help='grid cells run at once, each in its own papermill kernel')
             sp.add_argument('--threads', type=_whole(1), default=None, help="torch CPU threads per cell (default: 1 with pinned numerics, torch's with --native-cpu)")
+    def where(sp):
+        sp.add_argument('--executor', choices=['local', 'slurm'], default='local',
+                        help="where cells run: 'local' (this machine, --jobs at once) or 'slurm' (one SLURM job per cell, at most --jobs queued; resources from the preset's cluster.* keys)")
+        sp.add_argument('--partition', default=None, help='SLURM partition (default: $INSCL_SLURM_PARTITION, else the cluster\'s default)')
+        sp.add_argument('--account', default=None, help='SLURM account (default: $INSCL_SLURM_ACCOUNT, else the user\'s default)')
     sp = sub.add_parser('prepare', help='build the embedded data, convert/build every model of the preset, plan InsCL replay')
     common(sp); sp.add_argument('--force', action='store_true', help='redo finished preparation stages'); sp.set_defaults(fn=_cmd_prepare)
     sp = sub.add_parser('all', help='the main job: prepare, both study grids, the reports')
     common(sp); sp.add_argument('--force', action='store_true', help='redo finished preparation stages (delete a run folder to redo a cell)')
-    sp.set_defaults(fn=_cmd_all)
+    where(sp); sp.set_defaults(fn=_cmd_all)
     sp = sub.add_parser('inscl', help='the continual-learning grid: orders x methods x seeds, plus experts')
     common(sp)
     sp.add_argument('--orders', nargs='+', default=None, help="task orders (default: the preset's)")
-    sp.add_argument('--methods', nargs='+', default=None, help='replay methods (default: none random inscl)')
-    sp.add_argument('--seeds', nargs='+', type=_whole(0), default=None, help="run seeds (default: the preset's seed)")
-    sp.set_defaults(fn=_cmd_inscl)
+    sp.add_argument('--methods', nargs='+', default=None, help="none random inscl wdist insinfo inscl_uniform (default: the preset's inscl.methods)")
+    sp.add_argument('--seeds', nargs='+', type=_whole(0), default=None, help="run seeds, each with its own experts (default: the preset's inscl.seeds)")
+    sp.add_argument('--ablation-orders', nargs='+', default=None, help="orders the ablations wdist, insinfo, inscl_uniform run on (default: the preset's inscl.ablation_orders)")
+    where(sp); sp.set_defaults(fn=_cmd_inscl)
     sp = sub.add_parser('distill', help='the distillation grid: methods x data seeds')
     common(sp)
     sp.add_argument('--methods', nargs='+', default=None, help="icl-teacher icl-student zero_shot pbft[-mode] cd[-mode] (default: the preset's)")
     sp.add_argument('--k', type=_whole(0), default=None, help="demonstrations (default: the preset's)")
     sp.add_argument('--data-seeds', nargs='+', type=_whole(0), default=None, help="data seeds (default: the preset's)")
-    sp.set_defaults(fn=_cmd_distill)
+    where(sp); sp.set_defaults(fn=_cmd_distill)
     sp = sub.add_parser('probe', help="before the study: each model's k-shot ICL on the dev split per pattern, k and phenomenon")
     common(sp)
     sp.add_argument('--roles', nargs='+', default=['teacher', 'student'], choices=['teacher', 'student'], help='whose probes (default: both)')
     sp.add_argument('--patterns', nargs='+', default=None, help="patterns (default: every pattern the model can use)")
     sp.add_argument('--ks', nargs='+', type=_whole(0), default=None, help="the teacher's k sweep with the preset's pattern (default: 0 4 8 16 32)")
     sp.add_argument('--data-seeds', nargs='+', type=_whole(0), default=None, help="data seeds (default: the preset's)")
-    sp.set_defaults(fn=_cmd_probe)
+    where(sp); sp.set_defaults(fn=_cmd_probe)
     sp = sub.add_parser('report', help='render the report notebooks from the finished runs of the preset')
     common(sp, grid=False); sp.set_defaults(fn=_cmd_report)
     sp = sub.add_parser('fingerprint', help='recompute the digests of three small pinned runs and compare them with tests/fingerprints.json')

@@ -14,14 +14,16 @@ import pandas as pd
 from tqdm.auto import tqdm
 from .presets import Preset, load_preset, seed_everything
 from .files import atomic_write, save_json, load_json, save_table, load_table, check_table
-from .data import builtin_superni, load_superni, task_order
+from .data import builtin_superni, builtin_size, load_superni, task_order
 from .models import load_model
 from .replay import replay_plan, METHODS
 from .train import train, TrainConfig
 from .evaluate import evaluate_tasks
+from .cluster import is_main_process, wait_for_everyone, unshard
 
 # %% auto #0
-__all__ = ['RESULT_COLUMNS', 'study_data', 'run_name', 'check_results', 'run_continual', 'train_experts']
+__all__ = ['RESULT_COLUMNS', 'GRID_METHODS', 'ABLATIONS', 'study_data', 'run_name', 'continual_variant', 'continual_grid_name',
+           'check_results', 'run_continual', 'replay_mechanics', 'train_experts', 'per_process']
 
 # %% ../nbs/07_continual.ipynb #c0892b27
 RESULT_COLUMNS = ['run_id', 'study', 'order', 'method', 'seed', 'stage', 'trained_task', 'eval_task', 'rougeL', 'exact_match']
@@ -43,14 +45,15 @@ def _subsample(records:list[dict], # records with a `category`
         out += [rs[i] for i in (idx if not n else idx[:n])]
     return out
 
-def study_data(p:Preset # the preset (its `inscl` part and seed)
+def study_data(p:Preset,            # the preset (its `inscl` part and seed)
+               seed:int|None=None   # the run's seed: which training records each task uses (None: the preset's)
               ) -> dict:
-    "The continual study's `{'train','test'}` records for preset `p`, subsampled to its sizes."
-    src = p.inscl.data
-    if src == 'builtin': d = builtin_superni(seed=p.seed)
+    "The continual study's `{'train','test'}` records for preset `p`: training subsample by `seed`, test subsample by the preset's."
+    src, n_tr, n_te = p.inscl.data, p.inscl.n_train_per_task, p.inscl.n_test_per_task
+    if src == 'builtin': d = builtin_superni(seed=p.seed, n_per_category=builtin_size(n_tr, n_te))
     elif src.startswith('local:'): d = load_superni(Path(src[6:]).expanduser(), split_seed=p.seed)
     else: raise ValueError(f"preset {p.name!r}: inscl.data={src!r}; expected 'builtin' or 'local:PATH' (a natural-instructions tasks/ folder)")
-    return {'train': _subsample(d['train'], p.inscl.n_train_per_task, p.seed, f'{src} (train split, inscl.n_train_per_task)'),
+    return {'train': _subsample(d['train'], n_tr, p.seed if seed is None else seed, f'{src} (train split, inscl.n_train_per_task)'),
             'test': _subsample(d['test'], p.inscl.n_test_per_task, p.seed, f'{src} (test split, inscl.n_test_per_task)')}
 
 # %% ../nbs/07_continual.ipynb #4c654af5
@@ -60,6 +63,23 @@ def run_name(preset:str, order:str, method:str, seed:int, weights:str='real', re
     if weights != 'real': rid += f'-{weights}'
     if replay_per_task is not None: rid += f'-r{replay_per_task}'
     return rid
+
+# %% ../nbs/07_continual.ipynb #9d259ebf
+GRID_METHODS = ('none', 'random', 'inscl', 'wdist', 'insinfo', 'inscl_uniform')  # the paper's main methods and its ablations
+ABLATIONS = ('wdist', 'insinfo', 'inscl_uniform')                                # run on the preset's `ablation_orders` only
+
+def continual_variant(name:str # a grid method: none, random, inscl, wdist, insinfo or inscl_uniform
+                     ) -> tuple[str, str|None]:
+    "`(method, weights)` of a grid method (weights None: the preset's)."
+    if name not in GRID_METHODS: raise ValueError(f"unknown continual method {name!r}; expected one of: {', '.join(GRID_METHODS)}")
+    return ('inscl', 'uniform') if name == 'inscl_uniform' else (name, None)
+
+def continual_grid_name(method:str,            # a replay method, or a report name such as `inscl-uniform`
+                        weights:str|None=None  # its point weights (None or `real`: the default)
+                       ) -> str:
+    "The grid name of a run: `inscl_uniform` for InsCL with uniform weights, else the method."
+    if method.endswith('-uniform'): method, weights = method[:-len('-uniform')], 'uniform'
+    return f'{method}_uniform' if weights == 'uniform' else method
 
 # %% ../nbs/07_continual.ipynb #acdf37b9
 def _note(msg:str # one line on what a resumed run found and did
@@ -149,7 +169,7 @@ def _checkpoint_stage(d:Path) -> int|None:
     tail = d.name.removeprefix('checkpoint-')
     return int(tail) if tail != d.name and tail.isdigit() else None
 
-def _resume_model(run:Path, state:dict, p:Preset):
+def _resume_model(run:Path, state:dict, p:Preset, seed:int):
     "Load the checkpoint of the last committed stage, else the newest earlier one, else the base model; return `(model, tok, state)`."
     done = len(state['finished'])
     if done:
@@ -158,12 +178,12 @@ def _resume_model(run:Path, state:dict, p:Preset):
         for k, d in cands + older[::-1]:
             if not d.is_dir():
                 _note(f"{d}: the checkpoint of stage {k} is missing (an interrupted checkpoint swap?)"); continue
-            try: model, tok = load_model(str(d), preset=p.name, seed=p.seed)
+            try: model, tok = load_model(str(d), preset=p.name, seed=seed)
             except (OSError, ValueError) as e: _note(str(e).splitlines()[0]); continue
             if k < done - 1: _note(f"{run}: resuming from {d.name}; stages {k + 1}-{done - 1} are trained again")
             return model, tok, {'finished': state['finished'][:k + 1], 'checkpoint': d.name}
         _note(f"{run}: no committed checkpoint loads; the run starts again from stage 0")
-    model, tok = load_model(p.inscl.model, preset=p.name, seed=p.seed)
+    model, tok = load_model(p.inscl.model, preset=p.name, seed=seed)   # the run's seed initialises the model
     return model, tok, {'finished': [], 'checkpoint': None}
 
 def _remove_strays(run:Path, state:dict):
@@ -177,7 +197,7 @@ def _remove_strays(run:Path, state:dict):
 # %% ../nbs/07_continual.ipynb #cb7d6850
 def run_continual(order:str,                    # `curriculum`, `random` or `difficult` (or a list of tasks)
                   method:str,                   # replay method: `none`, `random`, `inscl`, `wdist`, `insinfo`
-                  seed:int,                     # run seed (replay sampling, training)
+                  seed:int,                     # run seed: model init, training subsample, replay draws, batch order
                   preset:str|Preset='smoke',    # a preset name or object
                   out_dir:Path|str|None=None,   # where run folders go (default: the preset's runs_dir/inscl)
                   weights:str|None=None,        # `real`/`uniform` point weights (default: the preset's)
@@ -188,6 +208,7 @@ def run_continual(order:str,                    # `curriculum`, `random` or `dif
                  ) -> pd.DataFrame:
     "Train `order` stage by stage with replay `method`; return (and keep on disk) the tidy results table. Resumes."
     p = preset if isinstance(preset, Preset) else load_preset(preset)
+    main = is_main_process()   # under `accelerate launch` only the main process evaluates and writes (True in one process)
     if method not in METHODS: raise ValueError(f"unknown method {method!r}; expected one of: {', '.join(METHODS)}")
     tasks = task_order(order) if isinstance(order, str) else list(order)
     oname = order if isinstance(order, str) else 'custom'
@@ -202,22 +223,24 @@ def run_continual(order:str,                    # `curriculum`, `random` or `dif
     if state['finished'] and 'scores' not in state['finished'][0]: state = _legacy_state(run, state)
     if len(state['finished']) >= n_stages:
         rows = _rows(rid, oname, method, seed, state['finished'])
-        _sync_results(results, rows)
+        if main: _sync_results(results, rows)
         return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
-    data = study_data(p)
+    data = study_data(p, seed)
     seen = {r['category'] for r in data['train']}
     if (absent := [t for t in tasks if t not in seen]): raise ValueError(f"tasks missing from the data of preset {p.name!r}: {absent}")
     tests = defaultdict(list)
     for r in data['test']: tests[r['category']].append(r)
-    save_json(dict(run_id=rid, preset=p.name, order=oname, tasks=tasks, method=method, seed=seed, weights=w,
-                   replay_per_task=rpt, eval_all=eval_all, model=p.inscl.model), run/'run.json')
+    if main: save_json(dict(run_id=rid, preset=p.name, order=oname, tasks=tasks, method=method, seed=seed, weights=w,
+                            replay_per_task=rpt, eval_all=eval_all, model=p.inscl.model), run/'run.json')
     seed_everything(seed)
     before = len(state['finished'])
-    model, tok, state = _resume_model(run, state, p)
-    if len(state['finished']) < before: save_json(state, state_path)   # commit the step back to a checkpoint that loads
-    _remove_strays(run, state)
-    _sync_results(results, _rows(rid, oname, method, seed, state['finished']))
+    model, tok, state = _resume_model(run, state, p, seed)
+    wait_for_everyone()   # every process has read the state and its checkpoint before the main process repairs them
+    if main:
+        if len(state['finished']) < before: save_json(state, state_path)   # commit the step back to a checkpoint that loads
+        _remove_strays(run, state)
+        _sync_results(results, _rows(rid, oname, method, seed, state['finished']))
     done = len(state['finished'])
     bar = tqdm(range(done, n_stages), desc=rid, unit='stage', disable=not progress, initial=done, total=n_stages)
     for i in bar:
@@ -228,6 +251,8 @@ def run_continual(order:str,                    # `curriculum`, `random` or `dif
         cfg = TrainConfig.from_preset(p.inscl, seed=seed * 1000 + i)
         stats = train(model, tok, _stage_records(data['train'], tasks[i], plan), cfg, progress=progress)
         t_train = time.perf_counter() - t0
+        model = unshard(model, lambda: load_model(p.inscl.model, preset=p.name, seed=seed)[0])   # FSDP: the whole model on the main process
+        if not main: wait_for_everyone(); continue   # the main process evaluates, saves and commits the stage
         ev = tasks if eval_all else tasks[:i+1]
         scores = evaluate_tasks(model, tok, {t: tests[t] for t in ev}, p.inscl.max_new_tokens, progress=False)
         ck = _save_model(model, tok, run/f'checkpoint-{i:02d}') if i < len(tasks) - 1 else None  # the last task needs none
@@ -240,17 +265,39 @@ def run_continual(order:str,                    # `curriculum`, `random` or `dif
         save_json(state, state_path)  # the commit: the stage counts from here on
         for d in run.iterdir():
             if d.is_dir() and d.name.startswith('checkpoint') and d.name != state['checkpoint']: shutil.rmtree(d)  # the previous stage's
+        wait_for_everyone()
+    if not main: state = load_json(state_path)   # what the main process committed
     return pd.DataFrame(_rows(rid, oname, method, seed, state['finished']), columns=RESULT_COLUMNS)
 
 # %% ../nbs/07_continual.ipynb #18ecb84e
+def replay_mechanics(runs_dir:Path|str, # the runs root (holds `inscl/`)
+                     preset:str         # the preset whose runs are read
+                    ) -> pd.DataFrame:
+    "One row per (run, stage) of the finished runs of `preset`: order, grid method, seed, stage, task, total, budget_tv, tag_merges."
+    from inscl.allocation import budget_tv
+    rows = []
+    for rj in sorted((Path(runs_dir)/'inscl').glob('*/run.json')):
+        info = load_json(rj)
+        if info.get('preset') != preset or not (rj.parent/'state.json').is_file(): continue
+        if len(load_json(rj.parent/'state.json').get('finished', [])) < len(info['tasks']): continue
+        for f in sorted((rj.parent/'plans').glob('stage_*.json')):
+            pl = load_json(f)
+            total = pl.get('total', sum((pl.get('budget') or {}).values()))
+            tv = pl.get('budget_tv', budget_tv(pl['budget']) if total else None)
+            rows.append(dict(run_id=info['run_id'], order=info['order'], method=continual_grid_name(info['method'], info.get('weights')),
+                             seed=info['seed'], stage=pl['stage'], task=pl['task'], total=total, budget_tv=tv, tag_merges=pl.get('tag_merges')))
+    return pd.DataFrame(rows, columns=['run_id', 'order', 'method', 'seed', 'stage', 'task', 'total', 'budget_tv', 'tag_merges'])
+
+# %% ../nbs/07_continual.ipynb #1b9a85d4
 def train_experts(preset:str|Preset='smoke',     # a preset name or object
-                  seed:int=0,                    # training seed (the base model is the preset's)
+                  seed:int=0,                    # the seed: model initialisation, training subsample, batch order (as its runs)
                   out_dir:Path|str|None=None,    # default: the preset's runs_dir/inscl
                   tasks:list[str]|None=None,     # default: all 16 categories
                   progress:bool=True             # progress bars
                  ) -> pd.DataFrame:
     "Fine-tune the base model on each task alone; return (and cache) rows `eval_task, rougeL, exact_match` per expert."
     p = preset if isinstance(preset, Preset) else load_preset(preset)
+    main = is_main_process()   # under `accelerate launch` only the main process evaluates and writes
     tasks = tasks or task_order('curriculum')
     path = Path(out_dir or p.runs_dir/'inscl')/f'experts-{p.name}-s{seed}'/'experts.csv'
     rows = []
@@ -259,14 +306,63 @@ def train_experts(preset:str|Preset='smoke',     # a preset name or object
         except ValueError as e: _note(f"{e}: the experts are trained again")
     todo = [t for t in tasks if t not in {r['eval_task'] for r in rows}]
     if todo:
-        data = study_data(p)
+        data = study_data(p, seed)
         for t in tqdm(todo, desc=f'experts {p.name} s{seed}', disable=not progress):
             seed_everything(seed)
-            model, tok = load_model(p.inscl.model, preset=p.name, seed=p.seed)
+            model, tok = load_model(p.inscl.model, preset=p.name, seed=seed)   # the initialisation of this seed's runs
             cfg = TrainConfig.from_preset(p.inscl, seed=seed * 1000 + 999)
             train(model, tok, [r for r in data['train'] if r['category'] == t], cfg, progress=False)
+            model = unshard(model, lambda: load_model(p.inscl.model, preset=p.name, seed=seed)[0])
+            if not main: wait_for_everyone(); continue
             s = evaluate_tasks(model, tok, {t: [r for r in data['test'] if r['category'] == t]}, p.inscl.max_new_tokens, progress=False)[0]
             rows.append(dict(run_id=f'experts-{p.name}-s{seed}', study='inscl', order='expert', method='expert', seed=seed,
                              stage=0, trained_task=t, eval_task=t, rougeL=s['rougeL'], exact_match=s['exact_match']))
             save_table(pd.DataFrame(rows, columns=RESULT_COLUMNS), path)  # one expert per atomic write: a kill loses at most the one in training
+            wait_for_everyone()
+        if not main: rows = check_results(path).to_dict('records')   # what the main process wrote
     return pd.DataFrame([r for r in rows if r['eval_task'] in tasks], columns=RESULT_COLUMNS)
+
+# %% ../nbs/07_continual.ipynb #22ff7bb8
+def per_process(p:Preset, # the preset
+                n:int      # processes of the launch
+               ) -> Preset:
+    "The preset each of `n` processes trains with: `grad_accum / n`, so an optimiser step sees the one-process global batch."
+    ga = p.inscl.grad_accum
+    if n <= 1: return p
+    if ga % n:
+        _note(f"inscl.grad_accum = {ga} of preset {p.name!r} is not a multiple of {n} processes: each step sees {n} x "
+              f"{p.inscl.batch_size} x {ga} examples, {n} times a one-process step")
+        return p
+    from dataclasses import replace
+    return replace(p, inscl=replace(p.inscl, grad_accum=ga // n))
+
+# %% ../nbs/07_continual.ipynb #04579fdd
+def _cli(argv:list[str]|None=None # arguments (default: sys.argv[1:])
+        ) -> int:
+    "`python -m inscl.continual run|experts ...`: what `accelerate launch` starts on every process of a multi-process cell."
+    import argparse
+    from inscl.cluster import init_ranks, world_size
+    ap = argparse.ArgumentParser(prog='python -m inscl.continual', description='One continual run (or the experts of a seed), on this process and its launch peers.')
+    sub = ap.add_subparsers(dest='cmd', required=True)
+    for name in ('run', 'experts'):
+        sp = sub.add_parser(name)
+        sp.add_argument('--preset', default='smoke'); sp.add_argument('--seed', type=int, default=0)
+        sp.add_argument('--out-dir', default=None); sp.add_argument('--threads', type=int, default=None)
+        if name == 'run':
+            sp.add_argument('--order', required=True); sp.add_argument('--method', required=True)
+            sp.add_argument('--weights', default=None); sp.add_argument('--replay-per-task', type=int, default=None)
+            sp.add_argument('--stages', type=int, default=None)
+    a = ap.parse_args(argv)
+    if a.threads:
+        import torch
+        torch.set_num_threads(a.threads)
+    p = load_preset(a.preset)
+    init_ranks(p.cluster.time_min_per_cell)   # barriers wait as long as a cell may run
+    p = per_process(p, world_size())
+    if a.cmd == 'experts': train_experts(p, a.seed, out_dir=a.out_dir, progress=False)
+    else: run_continual(a.order, a.method, a.seed, p, out_dir=a.out_dir, weights=a.weights, replay_per_task=a.replay_per_task,
+                        stages=a.stages, progress=False)
+    return 0
+
+# %% ../nbs/07_continual.ipynb #096f37e5
+if __name__ == '__main__' and 'ipykernel' not in sys.modules: sys.exit(_cli())   # `python -m inscl.continual`, not a notebook

@@ -17,7 +17,7 @@ import numpy as np
 __all__ = ['CATEGORIES', 'ORDERS', 'CATEGORY_MAP', 'TASK_CATEGORY_MAP', 'NAMES_F', 'NAMES_M', 'NAMES', 'WORDS', 'THINGS',
            'COLORS', 'SIZES', 'VERBS', 'POSITIVE', 'NEGATIVE', 'REVIEW_NOUNS', 'MONTHS', 'PLURAL', 'LEGS', 'SOUND',
            'FRUIT_COLOR', 'PLACE_ACTIVITY', 'BUILTIN_TASKS', 'task_order', 'inscl_category', 'split_records',
-           'read_superni_task', 'load_superni', 'BuiltinTask', 'builtin_superni']
+           'read_superni_task', 'load_superni', 'BuiltinTask', 'builtin_superni', 'builtin_size']
 
 # %% ../nbs/00_data.ipynb #9d937239
 CATEGORIES = ['Classification', 'Text_Quality_Evaluation', 'Code', 'Detection', 'Sentiment_Analysis',
@@ -281,7 +281,8 @@ def _odd_one_out(r):
 
 @_task('Classification', 'same_group', 0.2, [
     ('Do the two words belong to the same group? Answer Yes or No.', 0.7),
-    ('Classify the pair of words: label it Yes if both are in the same group (animal, fruit, tool or place), otherwise No.', 0.3)],
+    ('Classify the pair of words: label it Yes if both are in the same group (animal, fruit, tool or place), otherwise No.', 0.3),
+    ('Detect whether the two words are in the same group. Answer Yes or No.', 0.3)],
     space=['Yes', 'No'])
 def _same_group(r):
     a = _pick(r, list(WORDS))
@@ -301,6 +302,7 @@ def _scramble(r, toks):
 @_task('Text_Quality_Evaluation', 'grammaticality', 0.5, [
     ('Is the sentence grammatical? Answer acceptable or unacceptable.', 0.6),
     ('Judge the quality of the sentence. Label it acceptable if it is a well-formed English sentence, otherwise unacceptable.', 0.3),
+    ('Classify the sentence as acceptable or unacceptable.', 0.3),
     ('Read the sentence and evaluate its grammar: a sentence is acceptable when its words are in a correct English order. Answer with one label: acceptable or unacceptable.', 0.1)],
     space=['acceptable', 'unacceptable'])
 def _grammaticality(r):
@@ -337,6 +339,7 @@ _OPS = [('add {a} and {b}', '{a} + {b}'), ('multiply {a} by {b}', '{a} * {b}'), 
 @_task('Code', 'text_to_code', 0.5, [
     ('Write the Python expression.', 0.6),
     ('Translate the description into a Python expression that computes it.', 0.3),
+    ('Write the Python code that computes the result.', 0.3),
     ('Convert the instruction, written in plain English, into one line of Python code: an expression using + - * or the functions max and min.', 0.1)])
 def _text_to_code(r):
     text, code = _pick(r, _OPS); a, b = int(r.integers(1, 21)), int(r.integers(1, 21))
@@ -369,6 +372,7 @@ def _where(r): return _pick(r, [f" in the {_pick(r, WORDS['place'])}", '', ''])
 @_task('Detection', 'negation', 0.5, [
     ('Does the sentence contain a negation? Answer Yes or No.', 0.6),
     ('Detect negation: answer Yes if the sentence says that something did not happen, otherwise No.', 0.3),
+    ('Classify the sentence: does it contain a negation? Answer Yes or No.', 0.3),
     ('Read the sentence and detect whether it is negated, for example with the words not or never. Answer Yes or No.', 0.1)],
     space=['Yes', 'No'])
 def _negation(r):
@@ -406,6 +410,7 @@ def _review(r, adjs):
 @_task('Sentiment_Analysis', 'polarity', 0.5, [
     ('Is the review positive or negative?', 0.6),
     ('Label the sentiment of the review as positive or negative.', 0.3),
+    ('Classify the review as positive or negative.', 0.3),
     ('Read the customer review and classify the opinion it expresses: answer positive if most of its judgements are good, negative if most are bad.', 0.1)],
     space=['positive', 'negative'])
 def _polarity(r):
@@ -436,6 +441,7 @@ _STATES = ['late', 'hungry', 'tired', 'sick', 'lost', 'happy']
 @_task('Comprehension', 'coreference', 0.5, [
     ('Read the passage and answer the question with a name.', 0.6),
     ('Resolve the pronoun: who does he or she refer to in the passage?', 0.3),
+    ('Read the passage and answer the question with one word.', 0.3),
     ('Read the passage carefully. The question asks who the pronoun in the passage refers to; answer with the name of that person.', 0.1)])
 def _coreference(r):
     f, m = _pick(r, NAMES_F), _pick(r, NAMES_M)
@@ -463,7 +469,8 @@ def _owners(r, k):
 
 @_task('Comprehension', 'true_false', 0.2, [
     ('Read the passage. Is the statement true or false?', 0.6),
-    ('Read the passage and answer True if it supports the statement, otherwise False.', 0.4)],
+    ('Read the passage and answer True if it supports the statement, otherwise False.', 0.4),
+    ('Answer the question using the passage: is the statement true or false?', 0.3)],
     space=['True', 'False'])
 def _true_false(r):
     names, animals, colors, passage = _owners(r, 2)
@@ -474,6 +481,7 @@ def _true_false(r):
 @_task('Closed_QA', 'where_is', 0.5, [
     ('Read the passage and answer the question with one word.', 0.6),
     ('Answer the question using the passage.', 0.3),
+    ('Read the passage and answer the question.', 0.3),
     ('Read the passage, which says where each person is, and answer the question about one of them with the name of the place.', 0.1)],
     space=WORDS['place'])
 def _where_is(r):
@@ -499,7 +507,8 @@ def _how_many(r):
 
 @_task('Extraction', 'number', 0.4, [
     ('Extract the number from the sentence.', 0.6),
-    ('Find the number mentioned in the text and write it in digits.', 0.4)])
+    ('Find the number mentioned in the text and write it in digits.', 0.4),
+    ('Read the sentence and answer with the number it mentions.', 0.3)])
 def _extract_number(r):
     name, n, place = _pick(r, NAMES), int(r.integers(2, 100)), _pick(r, WORDS['place'])
     t = _pick(r, [f"{name} paid {n} dollars at the {place}.", f"The {_pick(r, WORDS['animal'])} slept for {n} hours in the {place}.",
@@ -509,6 +518,7 @@ def _extract_number(r):
 @_task('Extraction', 'date', 0.35, [
     ('Extract the date from the sentence.', 0.6),
     ('Find the date in the text and write it as day and month, for example 3 June.', 0.3),
+    ('Detect the date in the sentence and write it.', 0.3),
     ('Read the sentence, locate the date on which the event happened and copy it exactly: the day number followed by the month name.', 0.1)])
 def _extract_date(r):
     name, date = _pick(r, NAMES), f"{int(r.integers(1, 29))} {_pick(r, MONTHS)}"
@@ -552,7 +562,8 @@ def _dialogue_act(r):
 
 @_task('Dialogue', 'speaker', 0.2, [
     ('Read the dialogue and answer the question with a name.', 0.7),
-    ('Identify the speaker in the dialogue who said it.', 0.3)])
+    ('Identify the speaker in the dialogue who said it.', 0.3),
+    ('Read the passage and answer the question with a name.', 0.3)])
 def _speaker(r):
     a, b = _sample(r, NAMES, 2); x, y = _sample(r, THINGS, 2); i = int(r.integers(2))
     return f"{a}: I like the {x}. {b}: I like the {y}. Question: Who likes the {[x, y][i]}?", [a, b][i]
@@ -573,7 +584,8 @@ def _sort_list(r): xs = _digits(r); return _fmt(xs), _fmt(sorted(xs))
 
 @_task('Program_Execution', 'run_code', 0.25, [
     ('What does the Python code print?', 0.7),
-    ('Execute the Python program line by line and compute the number it prints.', 0.3)])
+    ('Execute the Python program line by line and compute the number it prints.', 0.3),
+    ('Compute the result of the Python code.', 0.3)])
 def _run_code(r):
     x = int(r.integers(1, 10)); lines = [f"x = {x}"]
     for _ in range(int(r.integers(1, 3))):
@@ -596,7 +608,8 @@ def _past_tense(r):
 
 @_task('Rewriting', 'negate', 0.3, [
     ('Rewrite the sentence as a negative sentence.', 0.7),
-    ('Negate the sentence: rewrite it with does not.', 0.3)])
+    ('Negate the sentence: rewrite it with does not.', 0.3),
+    ('Rewrite the sentence so that it contains a negation.', 0.3)])
 def _negate(r):
     n, (base, s3, past), a, o, w = _sentence(r)
     return f"{n} {s3} the {a} {o}{w}.", f"{n} does not {base} the {a} {o}{w}."
@@ -608,21 +621,27 @@ def _pronoun(r):
     n, (base, s3, past), a, o, w = _sentence(r)
     return f"{n} {s3} the {a} {o}{w}.", f"{_cap(_pron(n))} {s3} the {a} {o}{w}."
 
+def _owner(r): return f"{_pick(r, NAMES)}'s {_pick(r, SIZES)}"   # "Tom's big": a new question about the same fact
+
 @_task('Open_QA', 'legs', 0.3, [
     ('Answer the question.', 0.6),
-    ('Answer the question about animals with a number.', 0.4)],
+    ('Answer the question about animals with a number.', 0.4),
+    ('Answer the question with a number.', 0.3)],
     space=['0', '2', '4'])
 def _legs(r):
     a = _pick(r, list(LEGS))
-    return _pick(r, [f"How many legs does {_an(a)} have?", f"{_cap(_an(a))} has how many legs?", f"Count the legs of {_an(a)}."]), str(LEGS[a])
+    return _pick(r, [f"How many legs does {_an(a)} have?", f"{_cap(_an(a))} has how many legs?", f"Count the legs of {_an(a)}.",
+                     f"How many legs does {_owner(r)} {a} have?", f"{_cap(_owner(r))} {a} has how many legs?"]), str(LEGS[a])
 
 @_task('Open_QA', 'sound', 0.3, [
     ('Answer the question.', 0.6),
-    ('Answer the general knowledge question about animals with one word.', 0.4)],
+    ('Answer the general knowledge question about animals with one word.', 0.4),
+    ('Answer the question with one word.', 0.3)],
     space=list(SOUND.values()))
 def _sound(r):
     a = _pick(r, list(SOUND))
-    return _pick(r, [f"What sound does {_an(a)} make?", f"Which sound does {_an(a)} make?", f"{_cap(_an(a))} says what?"]), SOUND[a]
+    return _pick(r, [f"What sound does {_an(a)} make?", f"Which sound does {_an(a)} make?", f"{_cap(_an(a))} says what?",
+                     f"What sound does {_owner(r)} {a} make?", f"{_cap(_owner(r))} {a} says what?"]), SOUND[a]
 
 @_task('Open_QA', 'fruit_color', 0.25, [
     ('Answer the question with one word.', 0.7),
@@ -630,7 +649,8 @@ def _sound(r):
     space=sorted(set(FRUIT_COLOR.values())))
 def _fruit_color(r):
     f = _pick(r, list(FRUIT_COLOR))
-    return _pick(r, [f"What color is a ripe {f}?", f"Which color is {_an(f)}?", f"{_cap(_an(f))} is usually what color?"]), FRUIT_COLOR[f]
+    return _pick(r, [f"What color is a ripe {f}?", f"Which color is {_an(f)}?", f"{_cap(_an(f))} is usually what color?",
+                     f"What color is {_owner(r)} ripe {f}?", f"{_cap(_owner(r))} ripe {f} is what color?"]), FRUIT_COLOR[f]
 
 @_task('Open_QA', 'place_activity', 0.15, [
     ('Answer the question with one verb.', 0.6),
@@ -638,24 +658,27 @@ def _fruit_color(r):
     space=list(PLACE_ACTIVITY.values()))
 def _place_activity(r):
     p = _pick(r, list(PLACE_ACTIVITY))
-    return _pick(r, [f"What do people do in a {p}?", f"What do you do at the {p}?"]), PLACE_ACTIVITY[p]
+    return _pick(r, [f"What do people do in a {p}?", f"What do you do at the {p}?",
+                     f"What does {_pick(r, NAMES)} do in the {p}?", f"What do {_pick(r, NAMES)} and {_pick(r, NAMES)} do at the {p}?"]), PLACE_ACTIVITY[p]
 
 # %% ../nbs/00_data.ipynb #7558bdbc
 _MISC_WORDS = THINGS + WORDS['place'] + COLORS
+def _misc_word(r, w): return _pick(r, [w, f"the word {w}", f"{_pick(r, NAMES)} says the word {w}", f"the last word is {w}"])   # the word is always last
 
 @_task('Misc', 'letter_count', 0.45, [
     ('How many letters are in the word?', 0.6),
     ('Count the letters of the word and answer with a number.', 0.3),
+    ('Count the letters in the word and compute the number.', 0.3),
     ('Spell the word letter by letter in your head and report how many letters it has, as a number.', 0.1)],
     space=[str(i) for i in range(3, 9)])
 def _letter_count(r):
-    w = _pick(r, _MISC_WORDS); return _pick(r, [w, f"the word {w}"]), str(len(w))
+    w = _pick(r, _MISC_WORDS); return _misc_word(r, w), str(len(w))
 
 @_task('Misc', 'first_letter', 0.35, [
     ('What is the first letter of the word?', 0.7),
     ('Write the first letter of the word.', 0.3)])
 def _first_letter(r):
-    w = _pick(r, _MISC_WORDS); return _pick(r, [w, f"the word {w}"]), w[0]
+    w = _pick(r, _MISC_WORDS); return _misc_word(r, w), w[0]
 
 @_task('Misc', 'longer_word', 0.2, [
     ('Which word is longer?', 0.7),
@@ -669,6 +692,7 @@ def _longer_word(r):
 @_task('Generation', 'data_to_text', 0.4, [
     ('Write a sentence from the data.', 0.6),
     ('Generate one sentence that describes the data in the table.', 0.3),
+    ('Summarize the data in one sentence.', 0.3),
     ('Turn the structured data into a natural English sentence. Every field must be mentioned and nothing else added.', 0.1)])
 def _data_to_text(r):
     X = _pick(r, NAMES)
@@ -686,7 +710,8 @@ def _constrained(r):
 
 @_task('Generation', 'question_generation', 0.25, [
     ('Write a question that the sentence answers.', 0.7),
-    ('Generate a question about the sentence.', 0.3)])
+    ('Generate a question about the sentence.', 0.3),
+    ('Write a question about the passage.', 0.3)])
 def _question_generation(r):
     X = _pick(r, NAMES); k = int(r.integers(3))
     if k == 0: p = _pick(r, WORDS['place']); return f"{X} is in the {p}.", f"Where is {X}?"
@@ -695,7 +720,8 @@ def _question_generation(r):
 
 @_task('Summarization', 'title', 0.4, [
     ('Write a title for the passage.', 0.6),
-    ('Generate a short title that summarizes the passage.', 0.4)])
+    ('Generate a short title that summarizes the passage.', 0.4),
+    ('Write a short title for the passage.', 0.3)])
 def _title(r):
     X, a, c, p = _pick(r, NAMES), _pick(r, WORDS['animal']), _pick(r, COLORS), _pick(r, WORDS['place'])
     return (f"{X} has {_an(c)} {a}. The {a} likes the {p}. Every day {X} and the {a} go to the {p}.",
@@ -704,6 +730,7 @@ def _title(r):
 @_task('Summarization', 'summary', 0.35, [
     ('Summarize the passage in one sentence.', 0.6),
     ('Write a one-sentence summary of the passage.', 0.3),
+    ('Write one sentence about the passage.', 0.3),
     ('Read the short story and summarize it in a single sentence that says who saw what and where.', 0.1)])
 def _summary(r):
     X, a, p = _pick(r, NAMES), _pick(r, WORDS['animal']), _pick(r, WORDS['place'])
@@ -722,6 +749,7 @@ def _topic(r):
 @_task('Mathematics', 'word_problem', 0.45, [
     ('Solve the math word problem.', 0.6),
     ('Read the problem and compute the answer as a number.', 0.3),
+    ('Read the passage and answer the question with a number.', 0.3),
     ('Solve the arithmetic word problem: work out how many items the person has at the end and answer with the number only.', 0.1)])
 def _word_problem(r):
     X, Y, f = *_sample(r, NAMES, 2), _pick(r, WORDS['fruit']); a, b = int(r.integers(2, 10)), int(r.integers(1, 10))
@@ -732,7 +760,8 @@ def _word_problem(r):
 
 @_task('Mathematics', 'arithmetic', 0.35, [
     ('Compute the result.', 0.7),
-    ('Compute the value of the arithmetic expression.', 0.3)])
+    ('Compute the value of the arithmetic expression.', 0.3),
+    ('Execute the arithmetic expression and compute the number it gives.', 0.3)])
 def _arithmetic(r):
     ns = [int(x) for x in r.integers(1, 21, int(r.integers(2, 4)))]; ops = [_pick(r, ['+', '-']) for _ in ns[1:]]
     v = ns[0]
@@ -757,14 +786,27 @@ def builtin_superni(seed:int=0,             # the data seed
         r = np.random.default_rng([seed, k])
         tasks = [t for t in BUILTIN_TASKS if t.category == cat]
         tw = np.array([t.weight for t in tasks]); tw = tw/tw.sum()
-        seen = set()
+        seen = set()   # inputs of this category so far: a test input never repeats a training input
         for i in range(n_per_category):
             t = tasks[int(r.choice(len(tasks), p=tw))]
             pw = np.array([w for _, w in t.phrasings]); instr = t.phrasings[int(r.choice(len(pw), p=pw/pw.sum()))][0]
-            for _ in range(20):
+            for _ in range(200):
                 x, y = t.make(r)
-                if (t.name, x) not in seen: break
-            seen.add((t.name, x))
+                if x not in seen: break
+            else: raise ValueError(f"builtin/{t.name} ({cat}): no new input in 200 draws after {i} records; "
+                                   f"n_per_category={n_per_category} is more than its input space gives")
+            seen.add(x)
             records.append({'category': cat, 'task': f'builtin/{t.name}', 'instruction': instr,
                             'input': x, 'outputs': [y], 'id': f'builtin-{seed}-{cat}-{i:04d}'})
     return split_records(records, test_fraction, seed)
+
+# %% ../nbs/00_data.ipynb #c6e3013f
+def builtin_size(n_train:int,             # training records wanted per category (0: the default pool)
+                 n_test:int,              # test records wanted per category (0: the default pool)
+                 test_fraction:float=0.2, # share of each category held out
+                 least:int=80             # never fewer instances than this (the default)
+                ) -> int:
+    "Instances per category for which the split leaves at least `n_train` training and `n_test` test records."
+    n = least
+    while int(n * test_fraction + 0.5) < n_test or n - int(n * test_fraction + 0.5) < n_train: n += 1
+    return n

@@ -25,13 +25,16 @@ from .presets import Preset, load_preset, seed_everything
 from .train import MODES, TrainConfig, train
 
 # %% auto #0
-__all__ = ['METHODS', 'METHOD_NAMES', 'KL_KINDS', 'LABEL_NAMES', 'PHASES', 'RESULT_COLUMNS', 'check_alpha_tau', 'distill_loss',
-           'answer_kl', 'parse_method', 'method_label', 'distill_data', 'records_hash', 'TeacherProbs',
-           'teacher_cache_path', 'teacher_probs', 'calibrated_teacher', 'load_tokenizer', 'check_same_tokenizer',
-           'student_features', 'collate_last', 'last_logits', 'student_loss', 'train_student', 'predict_nli',
-           'summarize_nli', 'measure_peak_memory', 'run_name', 'distill_run_id', 'run_distill']
+__all__ = ['CE_KINDS', 'METHODS', 'METHOD_NAMES', 'TRAINED', 'METHOD_CE', 'KL_KINDS', 'LABEL_NAMES', 'PHASES', 'RESULT_COLUMNS',
+           'RESULTS_VERSION', 'check_alpha_tau', 'distill_loss', 'answer_kl', 'parse_method', 'method_label',
+           'distill_data', 'records_hash', 'TeacherProbs', 'teacher_cache_path', 'teacher_probs', 'calibrated_teacher',
+           'load_tokenizer', 'check_same_tokenizer', 'student_features', 'collate_last', 'last_logits', 'student_loss',
+           'train_student', 'predict_nli', 'summarize_nli', 'measure_peak_memory', 'run_name', 'distill_run_id',
+           'run_distill']
 
 # %% ../nbs/08a_distill.ipynb #cd20a916
+CE_KINDS = ('vocab', 'answer')   # the CE term: over the whole vocabulary (Mosbach's PBFT) or over the answer words only
+
 def check_alpha_tau(alpha:float, # weight of the KL term, in [0, 1]
                     tau:float    # temperature, > 0
                    ):
@@ -44,19 +47,29 @@ def distill_loss(student_logits:torch.Tensor,               # (B, C) student log
                  teacher_logits:torch.Tensor|None=None,     # (B, C) the teacher's logits on the same classes; None: CE only (alpha must be 0)
                  alpha:float=0.5,                           # weight of the KL term
                  tau:float=2.0,                             # temperature of both distributions in the KL term
-                 answer_ids:Sequence[int]|None=None,        # with vocabulary logits: the answer-word columns the CE reads
+                 answer_ids:Sequence[int]|None=None,        # with vocabulary logits: the answer-word columns
+                 ce:str='answer',                           # the CE term: `answer` (over the answer words) or `vocab` (whole vocabulary)
                 ) -> torch.Tensor:
     "alpha tau^2 KL(p_T^tau || p_S^tau) + (1 - alpha) CE(p_S, y), averaged over the batch."
     check_alpha_tau(alpha, tau)
+    if ce not in CE_KINDS: raise ValueError(f"unknown ce {ce!r}; expected one of: {', '.join(CE_KINDS)}")
     s = student_logits.float()
-    ce = F.cross_entropy(s if answer_ids is None else s[:, list(answer_ids)], gold.long())
+    ans = None if answer_ids is None else list(answer_ids)
+    s_ans = s if ans is None else s[:, ans]
+    if ce == 'vocab':
+        if ans is None or s.shape[-1] <= len(ans):
+            raise ValueError(f"ce='vocab' needs the student's vocabulary logits and answer_ids (got logits of shape {tuple(s.shape)}, "
+                             f"answer_ids={answer_ids}); pass the whole last-position rows, or ce='answer'")
+        ce_term = F.cross_entropy(s, torch.as_tensor(ans, device=s.device)[gold.long()])
+    else: ce_term = F.cross_entropy(s_ans, gold.long())
     if teacher_logits is None:
         if alpha: raise ValueError(f"alpha={alpha} needs teacher logits for the KL term; pass teacher_logits, or alpha=0 for PBFT")
-        return ce
-    if teacher_logits.shape != s.shape:
+        return ce_term
+    s_kl = s if teacher_logits.shape == s.shape else s_ans
+    if teacher_logits.shape != s_kl.shape:
         raise ValueError(f"teacher logits {tuple(teacher_logits.shape)} and student logits {tuple(s.shape)} differ in shape")
-    kl = F.kl_div(F.log_softmax(s / tau, -1), F.log_softmax(teacher_logits.float() / tau, -1), log_target=True, reduction='batchmean')
-    return alpha * tau**2 * kl + (1 - alpha) * ce
+    kl = F.kl_div(F.log_softmax(s_kl / tau, -1), F.log_softmax(teacher_logits.float() / tau, -1), log_target=True, reduction='batchmean')
+    return alpha * tau**2 * kl + (1 - alpha) * ce_term
 
 def answer_kl(teacher_logits:np.ndarray, # (n, A) teacher answer-word logits
               student_logits:np.ndarray, # (n, A) student answer-word logits
@@ -70,8 +83,10 @@ def answer_kl(teacher_logits:np.ndarray, # (n, A) teacher answer-word logits
 from .metrics import auc   # ROC AUC of p(entailed) against gold; NaN with one class (defined in inscl.metrics, shared with the probe and the reports)
 
 # %% ../nbs/08a_distill.ipynb #a10e9be7
-METHODS = ('icl', 'zero_shot', 'pbft', 'cd')
-METHOD_NAMES = ('icl', 'icl-teacher', 'icl-student', 'zero_shot', 'pbft', 'cd')
+METHODS = ('icl', 'zero_shot', 'pbft', 'pbft_answer', 'cd')
+METHOD_NAMES = ('icl', 'icl-teacher', 'icl-student', 'zero_shot', 'pbft', 'pbft_answer', 'cd')
+TRAINED = ('pbft', 'pbft_answer', 'cd')   # the methods that train the student
+METHOD_CE = {'pbft': 'vocab', 'pbft_answer': 'answer', 'cd': 'vocab'}   # each trained method's CE term (see `CE_KINDS`)
 KL_KINDS = ('answer', 'vocab')
 
 def parse_method(method:str # a name in `METHOD_NAMES`
@@ -82,7 +97,7 @@ def parse_method(method:str # a name in `METHOD_NAMES`
     return method, 'student'
 
 def method_label(method:str) -> str:
-    "The name a method has in results tables: `icl-teacher`, `icl-student`, `zero_shot`, `pbft`, `cd`."
+    "The name a method has in results tables: `icl-teacher`, `icl-student`, `zero_shot`, `pbft`, `pbft_answer`, `cd`."
     m, role = parse_method(method)
     return f'icl-{role}' if m == 'icl' else m
 
@@ -267,14 +282,14 @@ def last_logits(model,      # a causal LM (or a peft-wrapped one)
 def student_loss(answer_ids:Sequence[int], # the student's token id of each answer word
                  alpha:float=0.5,          # weight of the KL term (0: PBFT)
                  tau:float=2.0,            # temperature
-                 kl:str='answer'           # `answer` (answer-word distributions) or `vocab` (whole rows)
+                 kl:str='answer',          # `answer` (answer-word distributions) or `vocab` (whole rows)
+                 ce:str='vocab'            # the CE term (`CE_KINDS`): `vocab` (Mosbach's PBFT, the kit's CD) or `answer`
                 ) -> Callable:
-    "A `loss_fn(model, batch)` for `inscl.train.train`: `distill_loss` at the last position."
+    "A `loss_fn(model, batch)` for `inscl.train.train`: `distill_loss` on the whole last-position rows."
     ans = list(answer_ids)
+    if ce not in CE_KINDS: raise ValueError(f"unknown ce {ce!r}; expected one of: {', '.join(CE_KINDS)}")
     def loss_fn(model, batch):
-        z, t = last_logits(model, batch), batch.get('t_logits')
-        if kl == 'vocab' and t is not None: return distill_loss(z, batch['gold'], t, alpha, tau, answer_ids=ans)
-        return distill_loss(z[:, ans], batch['gold'], t, alpha, tau)
+        return distill_loss(last_logits(model, batch), batch['gold'], batch.get('t_logits'), alpha, tau, answer_ids=ans, ce=ce)
     return loss_fn
 
 def train_student(model,                     # the student (trained in place)
@@ -286,16 +301,17 @@ def train_student(model,                     # the student (trained in place)
                   alpha:float=0.5,           # weight of the KL term
                   tau:float=2.0,             # temperature
                   kl:str='answer',           # `answer` or `vocab`
-                  progress:bool=False        # tqdm bar over optimiser steps
+                  progress:bool=False,       # tqdm bar over optimiser steps
+                  ce:str='vocab',            # the CE term (`CE_KINDS`)
                  ) -> dict:
     "Train the student on `queries` with the distillation loss (or PBFT's CE without a teacher); `train`'s statistics."
     ans = answer_token_ids(tok, get_pattern(pattern, tok).answers)
     feats = student_features(tok, queries, pattern, teacher, kl)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    return train(model, tok, feats, cfg, loss_fn=student_loss(ans, alpha if teacher is not None else 0.0, tau, kl),
+    return train(model, tok, feats, cfg, loss_fn=student_loss(ans, alpha if teacher is not None else 0.0, tau, kl, ce),
                  collate_fn=lambda fs: collate_last(fs, pad), progress=progress)
 
-# %% ../nbs/08a_distill.ipynb #f44c7a87
+# %% ../nbs/08a_distill.ipynb #672a0a95
 LABEL_NAMES = {1: 'entailed', 0: 'non-entailed'}
 
 def predict_nli(model, tok,                        # a causal LM and its tokenizer
@@ -320,7 +336,7 @@ def _mean(g:pd.DataFrame, col:str) -> float:
 def summarize_nli(table:pd.DataFrame, # `predict_nli` output
                   split:str            # `eval` (in-domain) or `ood`
                  ) -> list[dict]:
-    "Tidy rows per heuristic (plus `all`) and gold label (plus `all`): accuracy, calibrated and prior-matched accuracy, AUC, non-answer rate, n."
+    "Tidy rows per heuristic (plus `all`) and gold label (plus `all`): accuracy (answer words and full vocabulary), calibrated and prior-matched accuracy, AUC, non-answer rate, n."
     heur = ['all'] + (sorted(h for h in table.heuristic.unique() if h != 'all') if split == 'ood' else [])
     rows = []
     for h in heur:
@@ -330,7 +346,8 @@ def summarize_nli(table:pd.DataFrame, # `predict_nli` output
             if not len(g): continue
             rows.append(dict(split=split, heuristic=h, label=lab, accuracy=float(g.correct.mean()), n=len(g),
                              auc=auc(g.gold, g.pn_entail), calibrated_accuracy=_mean(g, 'cal_correct'),
-                             prior_accuracy=_mean(g, 'prior_correct'), non_answer_rate=float(1 - g.top_is_answer.mean())))
+                             prior_accuracy=_mean(g, 'prior_correct'), non_answer_rate=float(1 - g.top_is_answer.mean()),
+                             vocab_accuracy=_mean(g, 'vocab_correct')))
     return rows
 
 # %% ../nbs/08a_distill.ipynb #5105c47f
@@ -369,8 +386,9 @@ def _memory_probe(args:str # JSON of the probe's arguments (see `measure_peak_me
             width = len(ans) if a['kl'] == 'answer' else model.get_output_embeddings().weight.shape[0]
             if a['method'] == 'cd':
                 for f in feats: f['t_logits'] = np.zeros(width, np.float32)
+            ce = a.get('ce', METHOD_CE.get(a['method'], 'vocab'))
             cfg = TrainConfig(lr=a['lr'], epochs=1, batch_size=bs, mode=a['mode'], seed=0, group_by_length=False)
-            train(model, tok, feats, cfg, loss_fn=student_loss(ans, a['alpha'] if a['method'] == 'cd' else 0.0, a['tau'], a['kl']),
+            train(model, tok, feats, cfg, loss_fn=student_loss(ans, a['alpha'] if a['method'] == 'cd' else 0.0, a['tau'], a['kl'], ce),
                   collate_fn=lambda fs: collate_last(fs, tok.pad_token_id), progress=False)
         peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _peak_mb()
     else: peak, cuda = base, False
@@ -389,18 +407,19 @@ def measure_peak_memory(method:str,               # a name in `METHOD_NAMES`
                         details:bool=False,        # return the probe's whole report (peak, baseline, device, seconds)
                         timeout:float=3600,        # seconds before the probe is abandoned
                         calibration:str='none',    # what the inference phase's predictions follow (`CALIBRATIONS`)
+                        ce:str|None=None,          # the CE term of the training phase (default: the method's, `METHOD_CE`)
                        ) -> float|dict:
     "Peak memory (MiB) of one method's `phase` in a fresh Python process: CPU peak RSS, CUDA max allocated."
     m, role = parse_method(method)
     if phase not in PHASES: raise ValueError(f"unknown phase {phase!r}; expected one of: {', '.join(PHASES)}")
-    if phase == 'train' and m not in ('pbft', 'cd'): return dict(peak_mb=float('nan')) if details else float('nan')
+    if phase == 'train' and m not in TRAINED: return dict(peak_mb=float('nan')) if details else float('nan')
     p = preset if isinstance(preset, Preset) else load_preset(preset)
     d = p.distill
     mode = student_mode or d.student_mode
     if mode not in MODES: raise ValueError(f"unknown student mode {mode!r}; expected one of: {', '.join(MODES)}")
     args = dict(method=m, phase=phase, model=d.teacher if role == 'teacher' else d.student, seed=p.seed,
                 k=d.k if k is None else k, data_seed=data_seed, pattern=pattern_name(pattern or d.pattern), mode=mode, kl=kl,
-                calibration=check_calibration(calibration),
+                calibration=check_calibration(calibration), ce=ce or METHOD_CE.get(m, 'vocab'),
                 n=n or 2 * d.batch_size, batch_size=d.batch_size, lr=d.lora_lr if mode == 'lora' else d.lr, alpha=d.alpha, tau=d.tau,
                 train_data=d.train_data, eval_data=d.eval_data, phenomena=d.phenomena)
     code = f"from inscl.distill import _memory_probe; _memory_probe({json.dumps(json.dumps(args))})"
@@ -414,7 +433,9 @@ def measure_peak_memory(method:str,               # a name in `METHOD_NAMES`
 
 # %% ../nbs/08a_distill.ipynb #75721004
 RESULT_COLUMNS = ['run_id', 'method', 'teacher', 'student', 'k', 'data_seed', 'pattern', 'mode', 'calibration', 'split', 'heuristic',
-                  'label', 'accuracy', 'n', 'peak_mem_mb', 'train_seconds', 'auc', 'calibrated_accuracy', 'prior_accuracy', 'non_answer_rate']
+                  'label', 'accuracy', 'n', 'peak_mem_mb', 'train_seconds', 'auc', 'calibrated_accuracy', 'prior_accuracy', 'non_answer_rate',
+                  'vocab_accuracy']
+RESULTS_VERSION = 2   # run.json `results_version`: 2 added query_id, vocab_correct/vocab_accuracy and Mosbach's PBFT; older runs are redone
 
 def run_name(preset:str, method:str, k:int, data_seed:int, pattern:str, mode:str='-', kl:str='answer', extra:dict|None=None,
              calibration:str='none') -> str:
@@ -426,8 +447,10 @@ def run_name(preset:str, method:str, k:int, data_seed:int, pattern:str, mode:str
     return rid
 
 def _finished(run:Path) -> bool:
-    "Did the run in folder `run` finish (its run.json says so and its results exist)?"
-    try: return (run/'results.csv').is_file() and load_json(run/'run.json').get('finished', False)
+    "Did the run in folder `run` finish with the current results schema (its run.json says so and its results exist)?"
+    try:
+        info = load_json(run/'run.json')
+        return (run/'results.csv').is_file() and info.get('finished', False) and info.get('results_version') == RESULTS_VERSION
     except (OSError, ValueError): return False
 
 def distill_run_id(method:str,                     # a name in `METHOD_NAMES`
@@ -441,20 +464,22 @@ def distill_run_id(method:str,                     # a name in `METHOD_NAMES`
                    tau:float|None=None,             # temperature (default the preset's)
                    train_overrides:dict|None=None,  # TrainConfig fields replacing the preset's
                    calibration:str|None=None,       # a name in `CALIBRATIONS` (default the preset's)
+                   ce:str|None=None,                # the CE term of a trained method (default: the method's, `METHOD_CE`)
                   ) -> str:
     "The run id `run_distill` gives these settings (the batch runner names run folders with it)."
-    return _resolve(method, preset, k, data_seed, pattern, student_mode, kl, alpha, tau, train_overrides, calibration)['run_id']
+    return _resolve(method, preset, k, data_seed, pattern, student_mode, kl, alpha, tau, train_overrides, calibration, ce)['run_id']
 
-def _resolve(method, preset, k, data_seed, pattern, student_mode, kl, alpha, tau, train_overrides, calibration=None) -> dict:
+def _resolve(method, preset, k, data_seed, pattern, student_mode, kl, alpha, tau, train_overrides, calibration=None, ce=None) -> dict:
     "Settings of one run, the preset's defaults filled in and checked, with its run id."
     p = preset if isinstance(preset, Preset) else load_preset(preset)
     d = p.distill
     m, role = parse_method(method)
     pname = pattern_name(pattern or d.pattern)
-    if calibration is None: calibration = 'none' if m == 'pbft' else d.calibration   # pbft ignores a preset default
+    pbft = m in ('pbft', 'pbft_answer')
+    if calibration is None: calibration = 'none' if pbft else d.calibration   # pbft ignores a preset default
     check_calibration(calibration)
-    if m == 'pbft' and calibration != 'none':
-        raise ValueError(f"calibration={calibration!r}: method 'pbft' has no in-context scorer (nor teacher) to calibrate; use calibration='none'")
+    if pbft and calibration != 'none':
+        raise ValueError(f"calibration={calibration!r}: method {m!r} has no in-context scorer (nor teacher) to calibrate; use calibration='none'")
     mode = student_mode or d.student_mode
     if mode not in MODES: raise ValueError(f"unknown student mode {mode!r}; expected one of: {', '.join(MODES)}")
     if kl not in KL_KINDS: raise ValueError(f"unknown kl {kl!r}; expected one of: {', '.join(KL_KINDS)}")
@@ -462,13 +487,19 @@ def _resolve(method, preset, k, data_seed, pattern, student_mode, kl, alpha, tau
         raise ValueError(f"calibration={calibration!r} re-weights the teacher's answer-word distribution; it cannot calibrate kl={kl!r}: use kl='answer'")
     alpha, tau = (d.alpha if alpha is None else alpha), (d.tau if tau is None else tau)
     check_alpha_tau(alpha, tau)
-    trains = m in ('pbft', 'cd')
+    trains = m in TRAINED
     mode = mode if trains else '-'
+    if ce is not None and ce not in CE_KINDS: raise ValueError(f"unknown ce {ce!r}; expected one of: {', '.join(CE_KINDS)}")
+    if ce is not None and not trains: raise ValueError(f"ce={ce!r}: method {m!r} does not train; the CE term applies to {', '.join(TRAINED)}")
+    if m == 'pbft_answer' and ce not in (None, 'answer'): raise ValueError(f"ce={ce!r}: method 'pbft_answer' is PBFT with ce='answer'; use method 'pbft' for ce='vocab'")
+    if m == 'pbft' and ce == 'answer': raise ValueError("ce='answer': method 'pbft' is Mosbach's PBFT (ce='vocab'); use method 'pbft_answer'")
+    ce = (ce or METHOD_CE[m]) if trains else '-'
     extra = {kk: v for kk, v in dict(alpha=alpha, tau=tau).items() if m == 'cd' and v != getattr(d, kk)}
+    if m == 'cd' and ce != METHOD_CE['cd']: extra['ce'] = ce
     if trains and train_overrides: extra.update(train_overrides)
     r = dict(p=p, d=d, m=m, role=role, label=method_label(method), pattern=pname, mode=mode, alpha=alpha, tau=tau, trains=trains,
              data_seed=d.data_seeds[0] if data_seed is None else data_seed, k=(d.k if k is None else k) if m in ('icl', 'cd') else 0,
-             calibration=calibration)
+             calibration=calibration, ce=ce)
     r['run_id'] = run_name(p.name, r['label'], r['k'], r['data_seed'], pname, mode, kl if m == 'cd' else 'answer', extra, calibration)
     return r
 
@@ -491,9 +522,11 @@ def run_distill(method:str,                      # a name in `METHOD_NAMES`
                 progress:bool=True,              # progress bars
                 flush_denormal:bool=True,        # `torch.set_flush_denormal(True)` (process-wide): ~20x faster CPU training
                 calibration:str|None=None,       # `none`, `contextual` or `prior`: the ICL scorers' predictions, cd's teacher (default the preset's)
+                ce:str|None=None,                # the CE term of a trained method, `vocab` or `answer` (default: the method's, `METHOD_CE`)
                ) -> pd.DataFrame:
     "Run one method of the distillation study for one data seed; return (and keep on disk) its tidy rows."
-    r = _resolve(method, preset, k, data_seed, pattern, student_mode, kl, alpha, tau, train_overrides, calibration)
+    r = _resolve(method, preset, k, data_seed, pattern, student_mode, kl, alpha, tau, train_overrides, calibration, ce)
+    ce = r['ce']
     p, d, m, role, label, pname, mode = (r[x] for x in ('p', 'd', 'm', 'role', 'label', 'pattern', 'mode'))
     alpha, tau, trains, data_seed, k, rid, cal = (r[x] for x in ('alpha', 'tau', 'trains', 'data_seed', 'k', 'run_id', 'calibration'))
     pred_cal = 'none' if trains else cal                 # cd calibrates its teacher; its student's predictions are read raw
@@ -511,7 +544,7 @@ def run_distill(method:str,                      # a name in `METHOD_NAMES`
     info = dict(run_id=rid, preset=p.name, method=label, teacher=d.teacher, student=d.student, model=name, k=k, data_seed=data_seed,
                 pattern=pname, mode=mode, kl=kl, alpha=alpha, tau=tau, calibration=cal, n_train=len(data['train']) if trains else 0,
                 n_eval=len(data['eval']), n_ood=len(data['ood']), demo_ids=[r['id'] for r in data['demos']] if m in ('icl', 'cd') else [],
-                train_overrides=train_overrides or {}, finished=False)
+                train_overrides=train_overrides or {}, ce=ce, results_version=RESULTS_VERSION, finished=False)
     seed_everything(p.seed)
     tp, t0 = None, time.perf_counter()
     if m == 'cd':
@@ -534,7 +567,7 @@ def run_distill(method:str,                      # a name in `METHOD_NAMES`
         _progress(run, 'train')
         cfg = TrainConfig.from_preset(d, **{'mode': mode, 'seed': data_seed, 'lr': d.lora_lr if mode == 'lora' else d.lr, **(train_overrides or {})})
         seed_everything(data_seed)
-        stats = train_student(model, tok, data['train'], cfg, pname, tp, alpha if m == 'cd' else 0.0, tau, kl, progress)
+        stats = train_student(model, tok, data['train'], cfg, pname, tp, alpha if m == 'cd' else 0.0, tau, kl, progress, ce=ce)
         train_seconds = stats['seconds']
         if tp is not None: info['kl_train_after'] = answer_kl(tp.logits, _student_logits(model, tok, data['train'], pname))
         info.update(train_config=cfg.__dict__, loss=stats['loss'], final_loss=stats['final_loss'], n_trainable=stats['n_trainable'],
@@ -552,7 +585,7 @@ def run_distill(method:str,                      # a name in `METHOD_NAMES`
         t0 = time.perf_counter()
         for ph in (('train', 'infer') if trains else ('infer',)):
             mem[ph] = measure_peak_memory(method, p, ph, k=k, pattern=pname, student_mode=mode if trains else None, kl=kl, data_seed=data_seed,
-                                          calibration=pred_cal)
+                                          calibration=pred_cal, ce=ce if trains else None)
         info['memory_seconds'] = round(time.perf_counter() - t0, 2)
     peak = float(np.nanmax([mem['train'], mem['infer']])) if memory else float('nan')
     info.update(peak_mem_mb_train=mem['train'], peak_mem_mb_infer=mem['infer'])

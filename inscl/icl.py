@@ -19,7 +19,7 @@ import pandas as pd
 __all__ = ['PATTERNS', 'PATTERN_NAMES', 'CHAT_INSTRUCTION', 'CHAT_ANSWERS', 'CALIBRATIONS', 'Pattern', 'chat_pattern',
            'get_pattern', 'pattern_name', 'build_demos', 'answer_token_ids', 'AnswerProbs', 'answer_probs',
            'check_calibration', 'calibrate', 'prior_weights', 'prior_match', 'apply_calibration', 'content_free_probs',
-           'icl_predict', 'ICLScore', 'score_icl']
+           'query_id', 'icl_predict', 'ICLScore', 'score_icl']
 
 # %% ../nbs/08_icl.ipynb #6ec3b4ce
 @dataclass(frozen=True)
@@ -350,6 +350,12 @@ def content_free_probs(model, tok,                      # a causal LM and its to
     return r.p_norm.mean(0)
 
 # %% ../nbs/08_icl.ipynb #fbb24894
+def query_id(record:dict # an NLI record with `premise`, `hypothesis` and `gold`
+            ) -> str:
+    "A stable id of one query: a hash of its premise, hypothesis and gold label (the same under every data seed and draw order)."
+    from inscl.files import content_hash
+    return content_hash(record['premise'].strip(), record['hypothesis'].strip(), int(record['gold']), n=12)
+
 def icl_predict(model,                  # a causal LM
                 tok,                    # its tokenizer
                 demos:Sequence[dict],   # demonstrations (`build_demos`), [] for zero-shot
@@ -371,10 +377,11 @@ def icl_predict(model,                  # a causal LM
     raw, pc, pp = r.p[:n].argmax(-1), calibrate(p, p_cf), prior_match(p)
     cal, pri = pc.argmax(-1), pp.argmax(-1)
     pred = {'none': raw, 'contextual': cal, 'prior': pri}[calibration]
-    t = pd.DataFrame(dict(id=[q['id'] for q in queries], gold=gold, p_not=r.p[:n, 0], p_entail=r.p[:n, 1], pn_entail=p[:, 1],
+    top = r.top_id[:n]
+    t = pd.DataFrame(dict(id=[q['id'] for q in queries], query_id=[query_id(q) for q in queries], gold=gold, p_not=r.p[:n, 0], p_entail=r.p[:n, 1], pn_entail=p[:, 1],
                           pc_entail=pc[:, 1], pp_entail=pp[:, 1], pred=pred, correct=pred == gold, cal_pred=cal, cal_correct=cal == gold,
                           prior_pred=pri, prior_correct=pri == gold, top_is_answer=r.top_is_answer[:n],
-                          top_token=tok.convert_ids_to_tokens(r.top_id[:n].tolist())))
+                          vocab_correct=top == np.asarray(r.answer_ids)[gold], top_token=tok.convert_ids_to_tokens(top.tolist())))
     t.attrs.update(calibration=calibration, p_cf=p_cf.mean(0).tolist())   # lists: attrs must compare with == (pd.concat)
     return t
 

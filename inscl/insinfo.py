@@ -15,9 +15,9 @@ import numpy as np
 from .files import cache_dir, content_hash, load_json, save_json
 
 # %% auto #0
-__all__ = ['LM_TAG_PROMPT', 'normalize_tag', 'check_tags', 'check_tags_by_instruction', 'TagParseError', 'Tagger',
-           'PrecomputedTagger', 'OfflineTagger', 'parse_tags', 'LMTagger', 'get_tagger', 'tag_clusters', 'dedup_tags',
-           'insinfo_scores']
+__all__ = ['TAG_FORMS', 'LM_TAG_PROMPT', 'normalize_tag', 'check_tags', 'check_tags_by_instruction', 'TagParseError', 'Tagger',
+           'PrecomputedTagger', 'OfflineTagger', 'VariedOfflineTagger', 'parse_tags', 'LMTagger', 'get_tagger',
+           'tag_clusters', 'tag_merges', 'dedup_tags', 'insinfo_scores']
 
 # %% ../nbs/04a_insinfo.ipynb #a500e53b
 @lru_cache(maxsize=None)
@@ -146,7 +146,7 @@ _LEXICON = [  # (regex on the lower-cased instruction, tag)
 _LEXICON_RE = [(re.compile(p), t) for p, t in _LEXICON]
 
 class OfflineTagger(Tagger):
-    "Deterministic rule-based intention tags (the kit's small-scale default; no model, no network)."
+    "Deterministic rule-based intention tags, one fixed phrase per intention (`offline`; no model, no network)."
     key, progress = 'offline-v1', False
     def tag_one(self, instruction:str) -> list[str]:
         s = instruction.lower()
@@ -155,6 +155,17 @@ class OfflineTagger(Tagger):
             words = re.sub(r'[^a-z]+', ' ', s).split()
             tags = [_lemma(words[0]) if words else 'other']
         return tags
+
+TAG_FORMS = ('{}', '{} task', '{} question', '{} exercise', '{} problem')   # the wordings of one intention (offline-v2)
+
+class VariedOfflineTagger(OfflineTagger):
+    "The offline tagger with varied wording: each intention in one of `TAG_FORMS`, by a hash of the instruction (`offline-varied`, the presets' default)."
+    key = 'offline-v2'
+    def tag_one(self, instruction:str) -> list[str]:
+        import zlib
+        s = instruction.lower()
+        if not any(rx.search(s) for rx, _ in _LEXICON_RE): return super().tag_one(instruction)   # the first-word fallback
+        return [TAG_FORMS[zlib.crc32(f'{instruction}\x00{t}'.encode()) % len(TAG_FORMS)].format(t) for t in super().tag_one(instruction)]
 
 # %% ../nbs/04a_insinfo.ipynb #7fc72ae2
 def _json_candidates(raw:str):
@@ -228,15 +239,16 @@ class LMTagger(Tagger):
     def tag_one(self, instruction:str) -> list[str]: return parse_tags(self.raw_answer(instruction), instruction)
 
 # %% ../nbs/04a_insinfo.ipynb #a4ca29aa
-def get_tagger(tagger:str|Tagger='offline' # 'offline', 'lm', 'lm:NAME', 'precomputed:PATH' or a Tagger
+def get_tagger(tagger:str|Tagger='offline' # 'offline', 'offline-varied', 'lm', 'lm:NAME', 'precomputed:PATH' or a Tagger
               ) -> Tagger:
     "Resolve `tagger` into a `Tagger`."
     if isinstance(tagger, Tagger): return tagger
     if tagger == 'offline': return OfflineTagger()
+    if tagger == 'offline-varied': return VariedOfflineTagger()
     if tagger == 'lm': return LMTagger('smollm2-135m-instruct')
     if isinstance(tagger, str) and tagger.startswith('lm:') and tagger[3:]: return LMTagger(tagger[3:])
     if isinstance(tagger, str) and tagger.startswith('precomputed:') and tagger[12:]: return PrecomputedTagger(tagger[12:])
-    raise ValueError(f"unknown tagger {tagger!r}; expected one of: offline, lm, lm:NAME, precomputed:PATH, or a Tagger")
+    raise ValueError(f"unknown tagger {tagger!r}; expected one of: offline, offline-varied, lm, lm:NAME, precomputed:PATH, or a Tagger")
 
 # %% ../nbs/04a_insinfo.ipynb #45b58201
 def tag_clusters(tags_by_instruction:Mapping, # instruction (any hashable key) -> list of tags
@@ -258,6 +270,14 @@ def tag_clusters(tags_by_instruction:Mapping, # instruction (any hashable key) -
         best = max(members, key=lambda t: (freq[t], -uniq.index(t)))
         rep.update({t: best for t in members})
     return rep
+
+def tag_merges(tags_by_instruction:Mapping, # instruction (any hashable key) -> list of tags
+               encoder='minilm',            # tag encoder, see `inscl.embeddings.get_encoder`
+               eps:float=0.1,               # DBSCAN radius in cosine distance
+               min_samples:int=5            # DBSCAN core-point size
+              ) -> int:
+    "How many distinct tags DBSCAN rewrites to another tag (its cluster's most frequent one)."
+    return sum(t != r for t, r in tag_clusters(tags_by_instruction, encoder, eps, min_samples).items())
 
 def dedup_tags(tags_by_instruction:Mapping, # instruction (any hashable key) -> list of tags
                encoder='minilm',            # tag encoder, see `inscl.embeddings.get_encoder`

@@ -11,8 +11,10 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['RUN_COLUMNS', 'run_groups', 'trained_order', 'score_matrices', 'score_matrix', 'expert_scores', 'relative_gain',
-           'average_performance', 'forgetting', 'backward_transfer', 'auc', 'final_metrics']
+__all__ = ['RUN_COLUMNS', 'VERDICT_COLUMNS', 'PAIRED_COLUMNS', 'COMPARISONS', 'VERDICT_METRICS', 'PAPER_EFFECTS', 'run_groups',
+           'trained_order', 'score_matrices', 'score_matrix', 'expert_scores', 'relative_gain', 'average_performance',
+           'forgetting', 'backward_transfer', 'auc', 'final_metrics', 'weak_experts', 'verdict_runs', 't_interval',
+           'paired_power', 'pairs_for_power', 'paired_differences']
 
 # %% ../nbs/07a_metrics.ipynb #4c8e7064
 RUN_COLUMNS = ['run_id', 'study', 'order', 'method', 'seed']  # columns that describe a run, carried into every metric table
@@ -123,12 +125,13 @@ def relative_gain(df:pd.DataFrame,                        # the tidy results tab
                   experts:dict|pd.DataFrame|pd.Series,    # U_j: task -> expert score, or an expert results table
                   metric:str='rougeL',                    # the score column
                   by:str|Sequence[str]='run_id',          # the column(s) that identify one run
-                  zero_experts:str='error'                # `error`, or `skip`: leave out tasks whose expert scored 0
+                  zero_experts:str='error',               # `error`, or `skip`: leave out tasks whose expert scored 0
+                  exclude:Sequence[str]=()                # tasks left out of RG (e.g. those with weak experts)
                  ) -> pd.DataFrame:
     "RG_i = 100/i * sum_{j<i} R[i][j] / U_j per run and stage (0-based; NaN at stage 0), in percent."
     if zero_experts not in ('error', 'skip'): raise ValueError(f"zero_experts={zero_experts!r}; expected 'error' or 'skip'")
     U, rows = expert_scores(experts, metric), []
-    skip = {t for t, u in U.items() if u == 0} if zero_experts == 'skip' else set()
+    skip = ({t for t, u in U.items() if u == 0} if zero_experts == 'skip' else set()) | set(exclude)
     for ids, m in score_matrices(df, metric, by):
         where, order = _describe(ids), [c for c in m.columns][:len(m)]
         for i in m.index:
@@ -208,3 +211,116 @@ def final_metrics(df:pd.DataFrame,                              # the tidy resul
     else: out['forgetting'] = np.nan
     if experts is not None: out = out.merge(last(relative_gain(df, experts, metric, by, zero_experts))[[*ids, 'RG']], on=ids)
     return out.rename(columns={'stage': 'final_stage'})[[*ids, 'n_stages', 'final_stage', *(['RG'] if experts is not None else []), 'AP', 'forgetting', 'BWT']]
+
+# %% ../nbs/07a_metrics.ipynb #345b6f2c
+VERDICT_COLUMNS = ['order', 'method', 'weights', 'seed', 'rg', 'ap', 'forgetting', 'bwt']   # continual_runs.csv (then rg_with_weak, rg_tasks, n_stages, run_id)
+PAIRED_COLUMNS = ['comparison', 'metric', 'n_pairs', 'mean_diff', 'ci_low', 'ci_high', 'interval', 'sd_diff', 'paper_effect', 'pairs_for_80pct_power']
+COMPARISONS = ('inscl-random', 'inscl-none', 'wdist-random', 'insinfo-random', 'inscl-inscl_uniform')
+VERDICT_METRICS = ('rg', 'rg_with_weak', 'ap', 'forgetting', 'bwt')
+PAPER_EFFECTS = {('inscl-random', 'rg'): 3.0, ('inscl-none', 'rg'): 27.96}   # the paper's headline, RG points after 16 stages
+
+def _grid_name(method:str) -> str:
+    "The grid name of a method as results tables spell it (`inscl-uniform`, the report's name, is `inscl_uniform`)."
+    return method[:-len('-uniform')] + '_uniform' if method.endswith('-uniform') else method
+
+def weak_experts(experts:pd.DataFrame, # expert rows (`eval_task`, `seed`, the metric) of every seed
+                 floor:float,          # ROUGE-L under which an expert is weak
+                 metric:str='rougeL'   # the score column
+                ) -> pd.DataFrame:
+    "Per task: its expert's score in each seed, the lowest, and `weak` (the lowest is under `floor`)."
+    _check_columns(experts, ['eval_task', 'seed', metric], 'expert table')
+    e = experts[experts.trained_task == experts.eval_task] if 'trained_task' in experts else experts
+    t = e.pivot_table(index='eval_task', columns='seed', values=metric, aggfunc='mean')
+    t.columns = [f'seed {c}' for c in t.columns]
+    return t.assign(lowest=t.min(axis=1), weak=t.min(axis=1) < floor).rename_axis('task')
+
+def _seed_experts(experts:pd.DataFrame, seed, metric:str) -> dict:
+    "U_j of one seed, or an error naming the seed and the seeds that have experts."
+    U = expert_scores(experts[experts.seed == seed], metric)
+    if not U: raise ValueError(f"no experts for seed {seed}; experts exist for seeds {sorted(map(int, experts.seed.unique()))}: "
+                               f"train experts-<preset>-s{seed} (inscl-repro inscl trains one experts cell per seed)")
+    return U
+
+def verdict_runs(results:pd.DataFrame,  # tidy continual results of the grid (`run_id, order, method, seed, ...`)
+                 experts:pd.DataFrame,  # expert rows of every seed
+                 floor:float,           # `expert_floor`: tasks with a weaker expert are left out of `rg`
+                 metric:str='rougeL'    # the score column
+                ) -> pd.DataFrame:
+    "One row per run after its final stage: `VERDICT_COLUMNS`, then `rg_with_weak`, `rg_tasks`, `n_stages`, `run_id`; RG from the experts of the run's seed."
+    weak = weak_experts(experts, floor, metric)
+    weak = sorted(weak.index[weak.weak])
+    fm, out = final_metrics(results, None, metric), []
+    for s, g in results.groupby('seed', sort=True):
+        U = _seed_experts(experts, s, metric)
+        last = lambda t: t.groupby('run_id', sort=False).tail(1).set_index('run_id')
+        rg = last(relative_gain(g, U, metric, zero_experts='skip', exclude=weak))
+        rgw = last(relative_gain(g, U, metric, zero_experts='skip'))
+        out.append(pd.DataFrame({'rg': rg.RG, 'rg_tasks': rg.rg_tasks, 'rg_with_weak': rgw.RG}))
+    t = fm.set_index('run_id').join(pd.concat(out)).reset_index()
+    t['method'] = t.method.map(_grid_name)
+    t['weights'] = t.method.map({'inscl': 'real', 'wdist': 'real', 'inscl_uniform': 'uniform'})   # only the distance methods use weights
+    t = t.rename(columns={'AP': 'ap', 'BWT': 'bwt'})
+    return t[[*VERDICT_COLUMNS, 'rg_with_weak', 'rg_tasks', 'n_stages', 'run_id']].sort_values(['order', 'method', 'seed']).reset_index(drop=True)
+
+# %% ../nbs/07a_metrics.ipynb #3924335e
+def t_interval(d:Sequence[float], # paired differences
+               level:float=0.95   # coverage
+              ) -> tuple[float, float, float]:
+    "(mean, low, high): the t interval of the mean of `d` (NaN bounds with fewer than 2 values)."
+    from scipy import stats
+    d = np.asarray(d, dtype=float)
+    if len(d) == 0: return (np.nan, np.nan, np.nan)
+    if len(d) < 2: return (float(d.mean()), np.nan, np.nan)
+    half = stats.t.ppf(0.5 + level / 2, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+    return (float(d.mean()), float(d.mean() - half), float(d.mean() + half))
+
+def paired_power(effect:float,     # the true mean difference
+                 sd:float,         # the SD of one paired difference
+                 n:int,            # pairs
+                 alpha:float=0.05  # two-sided level
+                ) -> float:
+    "The power of a two-sided paired t test with `n` pairs (noncentral t, noncentrality effect * sqrt(n) / sd)."
+    from scipy import stats
+    tc, nc = stats.t.ppf(1 - alpha / 2, n - 1), abs(effect) / sd * np.sqrt(n)
+    return float(stats.nct.sf(tc, n - 1, nc) + stats.nct.cdf(-tc, n - 1, nc))
+
+def pairs_for_power(effect:float,      # the difference to detect (the paper's effect)
+                    sd:float,          # the SD of one paired difference
+                    alpha:float=0.05,  # two-sided level
+                    power:float=0.8,   # wanted power
+                    most:int=10**7     # give up above this many pairs
+                   ) -> float:
+    "The fewest pairs for which a two-sided paired t test detects `effect` with `power` (noncentral t); NaN if unknown."
+    if not (np.isfinite(effect) and np.isfinite(sd)) or effect == 0: return np.nan
+    if sd == 0: return 2
+    pw = lambda n: paired_power(effect, sd, n, alpha)
+    lo, hi = 2, 2
+    while pw(hi) < power:
+        lo, hi = hi, hi * 2
+        if hi > most: return np.nan
+    while lo < hi:                       # the power grows with n: bisect for the first n that reaches it
+        mid = (lo + hi) // 2
+        lo, hi = (mid + 1, hi) if pw(mid) < power else (lo, mid)
+    return int(lo)
+
+def paired_differences(runs:pd.DataFrame,                       # `verdict_runs`
+                       comparisons:Sequence[str]=COMPARISONS,   # `a-b` grid names
+                       metrics:Sequence[str]=VERDICT_METRICS,   # columns of `runs`
+                       level:float=0.95                         # interval coverage
+                      ) -> pd.DataFrame:
+    "One row per comparison and metric: pairs on (order, seed), mean difference, t interval, SD, paper effect, pairs for 80% power."
+    rows = []
+    for comp in comparisons:
+        a, _, b = comp.partition('-')
+        if not b: raise ValueError(f"comparison {comp!r}: expected 'a-b' (grid method names)")
+        for m in metrics:
+            w = runs[runs.method.isin([a, b])].pivot_table(index=['order', 'seed'], columns='method', values=m, aggfunc='first')
+            d = (w[a] - w[b]).dropna().to_numpy() if {a, b} <= set(w.columns) else np.array([])
+            mean, lo, hi = t_interval(d, level)
+            sd = float(d.std(ddof=1)) if len(d) > 1 else np.nan
+            eff = PAPER_EFFECTS.get((comp, m), np.nan)
+            rows.append(dict(comparison=comp, metric=m, n_pairs=len(d), mean_diff=mean, ci_low=lo, ci_high=hi, interval='t', sd_diff=sd,
+                             paper_effect=eff, pairs_for_80pct_power=pairs_for_power(eff, sd) if np.isfinite(eff) else np.nan))
+    t = pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+    t['pairs_for_80pct_power'] = t.pairs_for_80pct_power.astype('Int64')
+    return t

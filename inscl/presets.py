@@ -14,8 +14,8 @@ import numpy as np
 from .files import set_cache_root
 
 # %% auto #0
-__all__ = ['CHOICES', 'InsclPreset', 'DistillPreset', 'Preset', 'settings_path', 'preset_names', 'preset_keys', 'load_preset',
-           'seed_everything']
+__all__ = ['CHOICES', 'InsclPreset', 'DistillPreset', 'ClusterPreset', 'Preset', 'settings_path', 'preset_names', 'preset_keys',
+           'load_preset', 'seed_everything']
 
 # %% ../nbs/01_presets.ipynb #aface014
 @dataclass(frozen=True)
@@ -39,6 +39,10 @@ class InsclPreset:
     max_len:int           # truncate prompt+target to this many tokens
     max_new_tokens:int    # greedy decoding length at evaluation
     orders:list[str]      # task orders the batch runner uses by default
+    methods:list[str]     # the continual grid's methods: `none random inscl wdist insinfo inscl_uniform` (`inscl_uniform`: inscl, uniform weights)
+    seeds:list[int]       # run seeds of the continual grid; each seed trains its own experts (model init, train subsample, replay, batches)
+    ablation_orders:list[str] # orders on which the ablations (`wdist`, `insinfo`, `inscl_uniform`) run; the others run `none random inscl` only
+    expert_floor:float    # ROUGE-L under which a task's expert is weak: reported apart, RG given with and without such tasks
 
 @dataclass(frozen=True)
 class DistillPreset:
@@ -65,6 +69,16 @@ class DistillPreset:
     batch_size:int        # student batch size
 
 @dataclass(frozen=True)
+class ClusterPreset:
+    "What one grid cell asks of a cluster (`cluster.*` keys): read by `inscl-repro --executor slurm` and the continual cells."
+    gpus_per_cell:int       # GPUs per cell, on one node (0: a CPU job)
+    cpus_per_cell:int       # CPU cores per cell
+    mem_gb_per_cell:int     # host memory per cell, GB
+    time_min_per_cell:int   # wall-time limit per cell, minutes (a killed cell resumes from its last finished stage)
+    processes_per_cell:int  # training processes per continual cell: 1 trains in the notebook's kernel, N > 1 under `accelerate launch`
+    accelerate_config:str   # `accelerate launch` config file for N > 1 (relative to settings.ini; empty: none, accelerate's defaults)
+
+@dataclass(frozen=True)
 class Preset:
     "One section of `settings.ini`, parsed."
     name:str              # the section name
@@ -74,6 +88,7 @@ class Preset:
     runs_dir:Path         # where run folders are written
     inscl:InsclPreset     # the continual study
     distill:DistillPreset # the distillation study
+    cluster:ClusterPreset # where a grid cell runs: resources per cell, training processes
 
 # %% ../nbs/01_presets.ipynb #3c29c416
 def _parse_value(text:str, # the raw value from settings.ini
@@ -141,8 +156,8 @@ def _keys(cls, prefix:str='') -> dict:
     hints = get_type_hints(cls)
     return {f'{prefix}{f.name}': hints[f.name] for f in fields(cls)}
 
-_TOP = {k:v for k,v in _keys(Preset).items() if k not in ('name','inscl','distill')}
-_STUDY = {'inscl': InsclPreset, 'distill': DistillPreset}
+_STUDY = {'inscl': InsclPreset, 'distill': DistillPreset, 'cluster': ClusterPreset}   # the parts of a preset, `part.field` keys
+_TOP = {k:v for k,v in _keys(Preset).items() if k != 'name' and k not in _STUDY}
 
 def preset_keys() -> list[str]:
     "Every key a preset section must define (directly or through `[DEFAULT]`)."
@@ -174,6 +189,8 @@ def load_preset(name:str='tiny',          # a section of settings.ini
         if not top[k].is_absolute(): top[k] = Path(src).parent/top[k]
     set_cache_root(top['cache_dir'])  # used by every cache when $INSCL_CACHE is unset (inscl.files.cache_root)
     studies = {s: c(**{k.split('.',1)[1]: get(k, t) for k,t in _keys(c, f'{s}.').items()}) for s,c in _STUDY.items()}
+    if (ac := studies['cluster'].accelerate_config) and not Path(ac).expanduser().is_absolute():
+        studies['cluster'] = replace(studies['cluster'], accelerate_config=str(Path(src).parent/ac))
     return Preset(name=name, **top, **studies)
 
 # %% ../nbs/01_presets.ipynb #d4c27bac

@@ -15,13 +15,13 @@ from tqdm.auto import tqdm
 from .presets import Preset, load_preset, seed_everything
 from .files import save_json, load_json, save_table, load_table
 from .nli import load_nli
-from .icl import PATTERN_NAMES, build_demos, icl_predict
+from .icl import PATTERN_NAMES, CALIBRATIONS, build_demos, icl_predict
 from .metrics import auc
 
 # %% auto #0
-__all__ = ['PROBE_KS', 'PASS_AUC', 'PASS_ACCURACY', 'PRED_COLUMNS', 'SUMMARY_KEYS', 'METRICS', 'probe_patterns', 'probe_run_id',
-           'probe_data', 'run_probe', 'probe_predictions', 'probe_summary', 'pattern_table', 'k_table',
-           'phenomenon_verdict']
+__all__ = ['PROBE_KS', 'PASS_AUC', 'PASS_ACCURACY', 'PRED_COLUMNS', 'PROBE_VERSION', 'SUMMARY_KEYS', 'METRICS', 'probe_patterns',
+           'probe_run_id', 'probe_data', 'run_probe', 'probe_predictions', 'probe_summary', 'pattern_table', 'k_table',
+           'phenomenon_verdict', 'premise_table', 'choose_teacher', 'teacher_settings']
 
 # %% ../nbs/08b_probe.ipynb #7ed456e0
 PROBE_KS = (0, 4, 8, 16, 32)      # the teacher's k sweep (with the preset's pattern)
@@ -48,11 +48,23 @@ def probe_data(p:Preset # the preset (its `distill` data and seed)
     return dict(pool=load_nli(d.train_data, 'train', seed=p.seed), dev=load_nli(d.train_data, 'dev', n=d.n_eval, seed=p.seed))
 
 # %% ../nbs/08b_probe.ipynb #f9c85230
-PRED_COLUMNS = ['role', 'model', 'pattern', 'k', 'data_seed', 'id', 'phenomenon', 'gold', 'pn_entail', 'pc_entail', 'pp_entail',
-                'pred', 'cal_pred', 'prior_pred', 'top_is_answer']
+PRED_COLUMNS = ['role', 'model', 'pattern', 'k', 'data_seed', 'id', 'query_id', 'phenomenon', 'gold', 'pn_entail', 'pc_entail', 'pp_entail',
+                'pred', 'cal_pred', 'prior_pred', 'top_is_answer', 'vocab_correct']
+PROBE_VERSION = 2   # run.json `probe_version`: 2 added query_id and vocab_correct
+
+def _info(run:Path) -> dict|None:
+    "The run.json of a probe run finished with the current columns, else None."
+    try:
+        info = load_json(run/'run.json')
+        return info if (run/'predictions.csv').is_file() and info.get('finished') and info.get('probe_version') == PROBE_VERSION else None
+    except (OSError, ValueError): return None
 
 def _finished(run:Path) -> bool:
-    try: return (run/'predictions.csv').is_file() and load_json(run/'run.json').get('finished', False)
+    return _info(run) is not None
+
+def _part_ok(part:Path) -> bool:
+    "Is a (k, seed) part on disk with the current columns?"
+    try: return part.is_file() and set(PRED_COLUMNS) <= set(load_table(part).columns)
     except (OSError, ValueError): return False
 
 def run_probe(role:str,                    # `teacher` or `student` (the preset's model)
@@ -72,7 +84,9 @@ def run_probe(role:str,                    # `teacher` or `student` (the preset'
     seeds = d.data_seeds if data_seeds is None else [int(s) for s in data_seeds]
     rid = probe_run_id(p.name, role, pattern)
     run = Path(out_dir or p.runs_dir/'probe')/rid
-    if _finished(run): return load_table(run/'predictions.csv')
+    if (info := _info(run)) is not None:
+        if set(ks) <= set(info['ks']) and set(seeds) <= set(info['data_seeds']): return load_table(run/'predictions.csv')
+        ks, seeds = sorted(set(ks) | set(info['ks'])), sorted(set(seeds) | set(info['data_seeds']))   # extend the finished run
     name = d.teacher if role == 'teacher' else d.student
     data = probe_data(p)
     dev, dev_ids = data['dev'], [r['id'] for r in data['dev']]
@@ -81,7 +95,7 @@ def run_probe(role:str,                    # `teacher` or `student` (the preset'
     t0 = time.perf_counter()
     for k, s in tqdm(todo, desc=f'probe {role} {pattern}', disable=not progress):
         part = run/'parts'/f'k{k}-s{s}.csv'
-        if part.exists(): continue
+        if _part_ok(part): continue
         save_json(dict(stage=f'k{k} s{s}', time=time.time()), run/'progress.json')
         if model is None:
             model, tok = load_model(name, preset=p.name, seed=p.seed)
@@ -96,7 +110,7 @@ def run_probe(role:str,                    # `teacher` or `student` (the preset'
     preds = pd.concat([load_table(run/'parts'/f'k{k}-s{s}.csv') for k, s in todo], ignore_index=True)
     save_table(preds, run/'predictions.csv')
     save_json(dict(run_id=rid, preset=p.name, role=role, model=name, pattern=pattern, ks=ks, data_seeds=seeds, n_dev=len(dev),
-                   seconds=round(time.perf_counter() - t0, 2), finished=True), run/'run.json')
+                   seconds=round(time.perf_counter() - t0, 2), probe_version=PROBE_VERSION, finished=True), run/'run.json')
     return preds
 
 # %% ../nbs/08b_probe.ipynb #ed2caa8b
@@ -158,3 +172,61 @@ def phenomenon_verdict(summary:pd.DataFrame, # `probe_summary`
     t['n'] = s.groupby('phenomenon').n.first().values
     t['keep'] = (t.auc >= auc_min) | (t.calibrated_accuracy >= accuracy_min) | (t.prior_accuracy >= accuracy_min)
     return t.sort_values('auc', ascending=False, ignore_index=True)
+
+# %% ../nbs/08b_probe.ipynb #4fc932c9
+_CORRECT = {'none': 'pred', 'contextual': 'cal_pred', 'prior': 'prior_pred'}   # the prediction column of each calibration
+
+def _correct(preds:pd.DataFrame, calibration:str) -> pd.DataFrame:
+    "`preds` with `correct`: the prediction under `calibration` is the gold answer."
+    return preds.assign(correct=(preds[_CORRECT[calibration]] == preds.gold).astype(float))
+
+def premise_table(preds:pd.DataFrame,                  # `probe_predictions` (teacher and student runs)
+                  student:str,                         # the student's model name (its probe rows are the ICL baseline)
+                  pattern:str,                         # the study's pattern
+                  phenomena:Sequence[str]|None=None,   # the study's phenomena (None or empty: every dev query)
+                  calibrations:Sequence[str]=CALIBRATIONS, # the calibrations compared
+                  n_boot:int=1000,                     # bootstrap resamples per interval
+                  seed:int=0,                          # seed of the resampling
+                 ) -> pd.DataFrame:
+    "Per teacher configuration (model, k, calibration) on dev: its accuracy, the student's ICL at the same k and calibration, their paired difference."
+    from inscl.report import bootstrap_ci
+    p = preds[(preds.pattern == pattern) & (preds.k > 0)]
+    if phenomena: p = p[p.phenomenon.isin(list(phenomena))]
+    key = 'query_id' if 'query_id' in p.columns and p.query_id.notna().all() else 'id'
+    rows, cols = [], ['data_seed', key, 'correct']
+    for (model, k), g in p.groupby(['model', 'k'], sort=True):
+        g = g.drop_duplicates(['data_seed', key])                     # the student's model may appear under both roles
+        base = p[(p.model == student) & (p.k == k)].drop_duplicates(['data_seed', key])
+        for cal in calibrations:
+            t = _correct(g, cal)
+            row = dict(model=model, k=int(k), calibration=cal, same_model=model == student, seeds=t.data_seed.nunique(),
+                       queries=t[key].nunique())
+            row['teacher_accuracy'], row['teacher_lo'], row['teacher_hi'] = bootstrap_ci(t[cols], 'accuracy', by='data_seed', cluster=key,
+                                                                                        n_boot=n_boot, seed=seed)
+            if len(base):
+                b = _correct(base, cal)
+                row['student_accuracy'], row['student_lo'], row['student_hi'] = bootstrap_ci(b[cols], 'accuracy', by='data_seed', cluster=key,
+                                                                                            n_boot=n_boot, seed=seed)
+                m = t[cols].merge(b[cols], on=['data_seed', key], suffixes=('_t', '_s'))
+                diff = lambda c: np.mean(c['correct_t'] - c['correct_s'], axis=-1)
+                row['difference'], row['difference_lo'], row['difference_hi'] = (
+                    bootstrap_ci(m, diff, by='data_seed', cluster=key, n_boot=n_boot, seed=seed) if len(m) else (np.nan,) * 3)
+            rows.append(row)
+    cols_out = ['model', 'k', 'calibration', 'same_model', 'teacher_accuracy', 'teacher_lo', 'teacher_hi', 'student_accuracy', 'student_lo',
+                'student_hi', 'difference', 'difference_lo', 'difference_hi', 'seeds', 'queries']
+    t = pd.DataFrame(rows).reindex(columns=cols_out)
+    t['premise'] = t.difference_lo > 0
+    return t
+
+def choose_teacher(table:pd.DataFrame # `premise_table`
+                  ) -> pd.Series:
+    "The configuration to use: the best teacher dev accuracy among those whose premise holds, else the best overall (ties: smaller k, `none` first)."
+    if not len(table): raise ValueError("choose_teacher: the premise table is empty; run the probe (`inscl-repro probe`) first")
+    t = table.assign(_cal=table.calibration.map({c: i for i, c in enumerate(CALIBRATIONS)}))
+    pool = t[t.premise] if t.premise.any() else t
+    return pool.sort_values(['teacher_accuracy', 'k', '_cal'], ascending=[False, True, True]).iloc[0].drop('_cal')
+
+def teacher_settings(choice:pd.Series # a `choose_teacher` row
+                    ) -> dict:
+    "The `settings.ini` lines (`distill.*` keys) that make a preset use the chosen teacher configuration."
+    return {'distill.teacher': choice.model, 'distill.k': int(choice.k), 'distill.calibration': choice.calibration}

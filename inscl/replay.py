@@ -11,7 +11,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from .allocation import allocate_replay
 from .similarity import group_by_task, task_distributions, task_distance
-from .insinfo import get_tagger, insinfo_scores
+from .insinfo import get_tagger, insinfo_scores, normalize_tag, tag_merges
+from .allocation import budget_tv
 
 # %% auto #0
 __all__ = ['METHODS', 'sample_replay', 'replay_budget', 'replay_plan']
@@ -151,12 +152,14 @@ def replay_plan(order,                     # an order name ('curriculum', ...) o
     b = replay_budget(order, stage, method, recs, replay_per_task, weights, encoder)
     order = _resolve_order(order)
     groups = group_by_task(recs)
-    scores = None
+    scores = merges = None
     if method in ('inscl', 'insinfo') and stage > 0:
         seen = order[:stage + 1]
         tags = get_tagger(tagger).tag([r['instruction'] for t in seen for r in groups[t]])
         tags_by_task = {t: {s: tags[s] for s in dict.fromkeys(r['instruction'] for r in groups[t])} for t in seen}
         scores = insinfo_scores(tags_by_task, stage, encoder, eps, min_samples)
+        norm = {(t, s): list(dict.fromkeys(x for x in map(normalize_tag, v) if x)) for t, d in tags_by_task.items() for s, v in d.items()}
+        merges = tag_merges(norm, encoder, eps, min_samples)   # the tags InsInfo's dedup rewrote at this stage
     examples = []
     for j, t in enumerate(order[:stage]):
         n, rng = b['budget'][t], np.random.default_rng([seed, stage, j])
@@ -166,5 +169,6 @@ def replay_plan(order,                     # an order name ('curriculum', ...) o
     return {'order': order, 'stage': int(stage), 'task': order[stage], 'method': method, 'weights': weights,
             'replay_per_task': int(replay_per_task), 'seed': int(seed), 'total': len(examples),
             'budget': b['budget'], 'shortfall': b['shortfall'], 'distances': b['distances'],
+            'budget_tv': budget_tv(b['budget']) if sum(b['budget'].values()) else None, 'tag_merges': merges,
             'scores': {t: [[s, float(v)] for s, v in sc] for t, sc in scores.items()} if scores else None,
             'examples': examples}

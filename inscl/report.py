@@ -17,19 +17,21 @@ from . import metrics
 
 # %% auto #0
 __all__ = ['METHOD_ORDER', 'METHOD_COLOURS', 'CONTINUAL_COLUMNS', 'DISTILL_COLUMNS', 'BOOT_STATS', 'DISTILL_MEASURES',
-           'method_order', 'method_palette', 'set_style', 'save_figure', 'label_points', 'continual_runs',
-           'continual_experts', 'instruction_distances', 'replay_allocation', 'stage_metrics', 'continual_table',
-           'distill_runs', 'distill_predictions', 'bootstrap_ci', 'distill_table', 'distill_table_text',
-           'phenomenon_table', 'method_difference', 'transfer_statements']
+           'NON_ANSWER', 'TRANSFER_SETS', 'TRANSFER_STATS', 'method_order', 'method_palette', 'set_style',
+           'save_figure', 'label_points', 'continual_runs', 'continual_experts', 'instruction_distances',
+           'replay_allocation', 'stage_metrics', 'continual_table', 'distill_runs', 'distill_predictions',
+           'bootstrap_ci', 'query_key', 'distill_table', 'distill_table_text', 'phenomenon_table', 'method_difference',
+           'transfer_statements', 'memory_comparison']
 
 # %% ../nbs/09a_report.ipynb #bf4b50b5
 METHOD_ORDER = {  # the order methods appear in every table, legend and axis of a study
     'continual': ['none', 'random', 'inscl', 'wdist', 'insinfo'],
-    'distill': ['icl-teacher', 'icl-student', 'zero_shot', 'pbft-full', 'pbft-lora', 'pbft-bitfit', 'cd-full', 'cd-lora', 'cd-bitfit']}
+    'distill': ['icl-teacher', 'icl-student', 'zero_shot', 'pbft-full', 'pbft-lora', 'pbft-bitfit', 'pbft_answer-full', 'pbft_answer-lora',
+                'cd-full', 'cd-lora', 'cd-bitfit']}
 METHOD_COLOURS = {  # index of each method's colour in seaborn's 10-colour `colorblind` palette
     'continual': {'none': 7, 'random': 0, 'inscl': 1, 'wdist': 2, 'insinfo': 4},
     'distill': {'icl-teacher': 0, 'icl-student': 9, 'zero_shot': 7, 'pbft-full': 2, 'pbft-lora': 8, 'pbft-bitfit': 5,
-                'cd-full': 1, 'cd-lora': 3, 'cd-bitfit': 4}}
+                'pbft_answer-full': 6, 'cd-full': 1, 'cd-lora': 3, 'cd-bitfit': 4}}
 
 def _check_study(study:str):
     if study not in METHOD_ORDER: raise ValueError(f"unknown study {study!r}; expected one of: {', '.join(METHOD_ORDER)}")
@@ -210,7 +212,7 @@ def continual_table(results:pd.DataFrame,               # tidy continual results
 # %% ../nbs/09a_report.ipynb #e7ed7d59
 DISTILL_COLUMNS = ['run_id', 'method', 'teacher', 'student', 'k', 'data_seed', 'pattern', 'mode', 'calibration', 'split', 'heuristic',
                    'label', 'accuracy', 'n', 'peak_mem_mb', 'train_seconds', 'auc', 'calibrated_accuracy', 'prior_accuracy',
-                   'non_answer_rate']  # = inscl.distill.RESULT_COLUMNS
+                   'non_answer_rate', 'vocab_accuracy']  # = inscl.distill.RESULT_COLUMNS (older runs lack `vocab_accuracy`: NaN)
 
 def _distill_folders(runs_dir:Path|str, # the runs root (holds `distill/`)
                      preset:str         # the preset whose runs count
@@ -235,7 +237,7 @@ def distill_runs(runs_dir:Path|str, # the runs root (holds `distill/`)
                                                    mem_infer_mb=float(i.get('peak_mem_mb_infer', np.nan)))
               for run, i, nm in _distill_folders(runs_dir, preset)]
     cols = DISTILL_COLUMNS + ['mem_train_mb', 'mem_infer_mb']
-    return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
+    return pd.concat(frames, ignore_index=True).reindex(columns=cols) if frames else pd.DataFrame(columns=cols)
 
 def distill_predictions(runs_dir:Path|str, # the runs root (holds `distill/`)
                         preset:str         # the preset whose runs are read
@@ -243,7 +245,7 @@ def distill_predictions(runs_dir:Path|str, # the runs root (holds `distill/`)
     "Every query's prediction of every finished distillation run of `preset`, with run_id, method (report name) and data_seed."
     frames = [load_table(run/'predictions.csv').assign(run_id=i['run_id'], method=nm, data_seed=i['data_seed'])
               for run, i, nm in _distill_folders(runs_dir, preset) if (run/'predictions.csv').is_file()]
-    if not frames: return pd.DataFrame(columns=['run_id', 'method', 'data_seed', 'id', 'gold', 'pn_entail', 'correct', 'split'])
+    if not frames: return pd.DataFrame(columns=['run_id', 'method', 'data_seed', 'id', 'query_id', 'gold', 'pn_entail', 'correct', 'split'])
     df = pd.concat(frames, ignore_index=True)
     return df[['run_id', 'method', 'data_seed'] + [c for c in df.columns if c not in ('run_id', 'method', 'data_seed')]]
 
@@ -251,20 +253,36 @@ def distill_predictions(runs_dir:Path|str, # the runs root (holds `distill/`)
 BOOT_STATS = {  # statistic -> (the columns it reads, how), on dicts of numpy arrays; each reduces the last axis
     'mean': (['value'], lambda c: np.mean(c['value'], axis=-1)),
     'accuracy': (['correct'], lambda c: np.mean(c['correct'], axis=-1)),
+    'vocab_accuracy': (['vocab_correct'], lambda c: np.mean(c['vocab_correct'], axis=-1)),
     'calibrated_accuracy': (['cal_correct'], lambda c: np.mean(c['cal_correct'], axis=-1)),
     'prior_accuracy': (['prior_correct'], lambda c: np.mean(c['prior_correct'], axis=-1)),
     'non_answer_rate': (['top_is_answer'], lambda c: 1 - np.mean(c['top_is_answer'], axis=-1)),
     'auc': (['gold', 'pn_entail'], lambda c: metrics.auc(c['gold'], c['pn_entail']))}
 
+def _aligned(groups:list, keys:list, cols:list[str], cluster:str) -> tuple[list[dict], list]:
+    "Each group's columns as arrays aligned on the cluster ids every group has (sorted); the ids."
+    for key, g in zip(keys, groups):
+        if g[cluster].duplicated().any():
+            raise ValueError(f"bootstrap_ci: cluster column {cluster!r} repeats within group {key!r} ({len(g)} rows, "
+                             f"{g[cluster].nunique()} ids); the two-stage bootstrap needs one row per cluster and group")
+    common = set.intersection(*(set(g[cluster]) for g in groups))
+    try: ids = sorted(common)                      # sorted: the draw does not depend on the order of the rows
+    except TypeError: ids = sorted(common, key=str)
+    if (dropped := sum(len(g) for g in groups) - len(ids) * len(groups)):
+        warnings.warn(f"bootstrap_ci: {dropped} row(s) whose {cluster!r} is not in every group are left out "
+                      f"({len(ids)} clusters shared by all {len(groups)} groups)")
+    return [{c: g.set_index(cluster)[c].reindex(ids).to_numpy() for c in cols} for g in groups], ids
+
 def bootstrap_ci(data,                     # values, a (gold, score) pair, or a predictions table with the statistic's columns
                  stat:str|Callable='accuracy', # a name in `BOOT_STATS`, or f(dict of column arrays) reducing their last axis
-                 by:str|None=None,         # a column of groups (data seeds): resample within each, average the statistic over groups
+                 by:str|None=None,         # a column of groups (data seeds): the statistic is the mean over groups of the per-group one
                  n_boot:int=1000,          # bootstrap resamples
                  seed:int=0,               # seed of the resampling
-                 level:float=0.95          # coverage of the interval
+                 level:float=0.95,         # coverage of the interval
+                 cluster:str|None=None,    # a column of ids shared across groups (`query_id`): resample ids jointly in all groups
+                 resample_by:bool=True,    # with `cluster`: also resample the groups (two-stage; the seeds' own variation)
                 ) -> tuple[float, float, float]:
-    "(estimate, low, high): the statistic and its percentile-bootstrap interval over queries (rows)."
-    from scipy.stats import bootstrap, DegenerateDataWarning
+    "(estimate, low, high): the statistic and its percentile-bootstrap interval (two-stage over `by` and `cluster` when given)."
     if isinstance(stat, str):
         if stat not in BOOT_STATS: raise ValueError(f"unknown statistic {stat!r}; expected one of: {', '.join(BOOT_STATS)}, or a function")
         need, f = BOOT_STATS[stat]
@@ -274,29 +292,54 @@ def bootstrap_ci(data,                     # values, a (gold, score) pair, or a 
         if need is None or len(arrays) != len(need):
             raise ValueError(f"statistic {stat!r} reads columns {need}; pass a table with them, or {len(need or [])} array(s)")
         data = pd.DataFrame({c: np.asarray(a) for c, a in zip(need, arrays)})
-    cols = need or [c for c in data.columns if c != by]
-    if (miss := [c for c in cols + ([by] if by else []) if c not in data.columns]):
+    cols = need or [c for c in data.columns if c not in (by, cluster)]
+    if (miss := [c for c in cols + [x for x in (by, cluster) if x] if c not in data.columns]):
         raise ValueError(f"statistic {stat!r} needs column(s) {miss}; the table has: {', '.join(map(str, data.columns))}")
-    groups = [g for _, g in data.groupby(by, sort=True)] if by else [data]
-    arrs = [{c: g[c].to_numpy() for c in cols} for g in groups]
-    est = float(np.mean([f(a) for a in arrs])) if len(data) else np.nan
-    if any(len(g) < 2 for g in groups) or not len(data): return est, np.nan, np.nan
-    statistic = lambda *idx, axis=-1: np.mean([f({c: v[i] for c, v in a.items()}) for a, i in zip(arrs, idx)], axis=0)
-    with warnings.catch_warnings():   # scipy warns when the distribution is constant or has NaNs; the quantiles below handle both
-        warnings.simplefilter('ignore', DegenerateDataWarning)
-        dist = bootstrap(tuple(np.arange(len(g)) for g in groups), statistic, n_resamples=n_boot, vectorized=True,
-                         method='percentile', confidence_level=level, rng=np.random.default_rng(seed)).bootstrap_distribution
+    if not len(data): return np.nan, np.nan, np.nan
+    keys, groups = zip(*data.groupby(by, sort=True)) if by else ((None,), (data,))
+    if cluster: arrs, ids = _aligned(list(groups), list(keys), cols, cluster)
+    else: arrs = [{c: g[c].to_numpy() for c in cols} for g in groups]
+    est = float(np.mean([f(a) for a in arrs]))
+    n = [len(next(iter(a.values()))) for a in arrs]
+    if min(n) < 2: return est, np.nan, np.nan
+    rng = np.random.default_rng(seed)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        if cluster:   # one draw of cluster ids for every group, then (two-stage) a draw of the groups
+            qi = rng.integers(0, n[0], (n_boot, n[0]))
+            per = np.stack([np.asarray(f({c: v[qi] for c, v in a.items()}), float) for a in arrs])   # (groups, n_boot)
+            if resample_by and len(arrs) > 1: dist = per[rng.integers(0, len(arrs), (n_boot, len(arrs))).T, np.arange(n_boot)].mean(0)
+            else: dist = per.mean(0)
+        else:         # each group's rows independently (the earlier interval: no shared queries, no seed variation)
+            draws = [rng.integers(0, m, (n_boot, m)) for m in n]
+            dist = np.mean([np.asarray(f({c: v[i] for c, v in a.items()}), float) for a, i in zip(arrs, draws)], axis=0)
     if np.isnan(dist).all(): return est, np.nan, np.nan
     lo, hi = np.nanquantile(dist, [(1 - level) / 2, (1 + level) / 2])
     return est, float(lo), float(hi)
 
-# %% ../nbs/09a_report.ipynb #20b1fedc
-DISTILL_MEASURES = [  # (column, split, gold label, statistic) of `distill_table`
-    ('eval_accuracy', 'eval', 'all', 'accuracy'), ('eval_auc', 'eval', 'all', 'auc'),
-    ('eval_calibrated_accuracy', 'eval', 'all', 'calibrated_accuracy'), ('eval_prior_accuracy', 'eval', 'all', 'prior_accuracy'),
-    ('ood_accuracy', 'ood', 'all', 'accuracy'), ('ood_auc', 'ood', 'all', 'auc'),
-    ('ood_calibrated_accuracy', 'ood', 'all', 'calibrated_accuracy'),
-    ('ood_entailed_accuracy', 'ood', 'entailed', 'accuracy'), ('ood_non_entailed_accuracy', 'ood', 'non-entailed', 'accuracy')]
+# %% ../nbs/09a_report.ipynb #aeacf1a4
+DISTILL_MEASURES = [  # (column, split, HANS heuristic, gold label, statistic) of `distill_table`
+    ('eval_accuracy', 'eval', 'all', 'all', 'accuracy'), ('eval_vocab_accuracy', 'eval', 'all', 'all', 'vocab_accuracy'),
+    ('eval_auc', 'eval', 'all', 'all', 'auc'),
+    ('eval_calibrated_accuracy', 'eval', 'all', 'all', 'calibrated_accuracy'), ('eval_prior_accuracy', 'eval', 'all', 'all', 'prior_accuracy'),
+    ('ood_accuracy', 'ood', 'all', 'all', 'accuracy'), ('ood_vocab_accuracy', 'ood', 'all', 'all', 'vocab_accuracy'),
+    ('ood_auc', 'ood', 'all', 'all', 'auc'), ('ood_calibrated_accuracy', 'ood', 'all', 'all', 'calibrated_accuracy'),
+    ('ood_entailed_accuracy', 'ood', 'all', 'entailed', 'accuracy'), ('ood_non_entailed_accuracy', 'ood', 'all', 'non-entailed', 'accuracy'),
+    ('lo_accuracy', 'ood', 'lexical_overlap', 'all', 'accuracy'), ('lo_vocab_accuracy', 'ood', 'lexical_overlap', 'all', 'vocab_accuracy'),
+    ('lo_auc', 'ood', 'lexical_overlap', 'all', 'auc'),
+    ('lo_entailed_accuracy', 'ood', 'lexical_overlap', 'entailed', 'accuracy'),
+    ('lo_non_entailed_accuracy', 'ood', 'lexical_overlap', 'non-entailed', 'accuracy')]
+NON_ANSWER = {'eval_non_answer_rate': ('eval', 'all'), 'ood_non_answer_rate': ('ood', 'all'), 'lo_non_answer_rate': ('ood', 'lexical_overlap')}
+
+def query_key(preds:pd.DataFrame # a predictions table
+             ) -> str:
+    "The column that names a query across data seeds: `query_id`, or `id` in predictions written before it existed."
+    return 'query_id' if 'query_id' in preds.columns and preds.query_id.notna().all() else 'id'
+
+def _subset(preds:pd.DataFrame, split:str, heuristic:str='all', label:str='all') -> pd.DataFrame:
+    "The predictions of one split, HANS heuristic (`all`: every one) and gold label (`all`, `entailed`, `non-entailed`)."
+    q = preds[preds.split == split]
+    if heuristic != 'all': q = q[q.heuristic == heuristic] if 'heuristic' in q else q.iloc[:0]
+    return q if label == 'all' else q[q.gold == (1 if label == 'entailed' else 0)]
 
 def distill_table(runs:pd.DataFrame,        # `distill_runs`
                   predictions:pd.DataFrame, # `distill_predictions` (for the intervals)
@@ -304,19 +347,19 @@ def distill_table(runs:pd.DataFrame,        # `distill_runs`
                   seed:int=0,               # seed of the resampling
                   level:float=0.95          # coverage of the intervals
                  ) -> pd.DataFrame:
-    "Per method: each measure's seed mean, seed SD (`_sd`) and bootstrap interval (`_lo`, `_hi`); non-answer rates, memory (MB), seeds."
-    rows = []
+    "Per method: each measure's seed mean, seed SD (`_sd`) and two-stage bootstrap interval (`_lo`, `_hi`); non-answer rates, memory (MB), seeds."
+    rows, key = [], query_key(predictions)
     for m in method_order(runs.method, 'distill'):
         r, p = runs[runs.method == m], predictions[predictions.method == m]
         row = {'method': m}
-        for col, split, label, stat in DISTILL_MEASURES:
-            v = r[(r.split == split) & (r.heuristic == 'all') & (r.label == label)].groupby('data_seed')[stat].mean()
-            q = p[p.split == split]
-            if label != 'all': q = q[q.gold == (1 if label == 'entailed' else 0)]
-            _, lo, hi = bootstrap_ci(q, stat, by='data_seed', n_boot=n_boot, seed=seed, level=level) if len(q) else (np.nan,) * 3
+        for col, split, heur, label, stat in DISTILL_MEASURES:
+            v = r[(r.split == split) & (r.heuristic == heur) & (r.label == label)].groupby('data_seed')[stat].mean()
+            q = _subset(p, split, heur, label)
+            ok = len(q) and all(c in q for c in BOOT_STATS[stat][0])
+            _, lo, hi = bootstrap_ci(q, stat, by='data_seed', n_boot=n_boot, seed=seed, level=level, cluster=key) if ok else (np.nan,) * 3
             row.update({col: v.mean(), f'{col}_sd': v.std(ddof=1), f'{col}_lo': lo, f'{col}_hi': hi})
-        for split in ('eval', 'ood'):
-            row[f'{split}_non_answer_rate'] = r[(r.split == split) & (r.heuristic == 'all') & (r.label == 'all')].non_answer_rate.mean()
+        for col, (split, heur) in NON_ANSWER.items():
+            row[col] = r[(r.split == split) & (r.heuristic == heur) & (r.label == 'all')].non_answer_rate.mean()
         for c in ('mem_train_mb', 'mem_infer_mb', 'peak_mem_mb'): row[c] = r[c].max()    # max skips NaN: seeds that measured
         row['seeds'] = r.data_seed.nunique()
         rows.append(row)
@@ -332,7 +375,7 @@ def distill_table_text(table:pd.DataFrame, # `distill_table`
         sd = table[f'{col}_sd'].map(lambda s: '' if pd.isna(s) else f' ± {s:.{digits}f}')
         ci = [f' [{f(a)}, {f(b)}]' if not pd.isna(a) else '' for a, b in zip(table[f'{col}_lo'], table[f'{col}_hi'])]
         out[col] = table[col].map(f) + sd + ci
-    for c in ('eval_non_answer_rate', 'ood_non_answer_rate'): out[c] = table[c].map(f)
+    for c in NON_ANSWER: out[c] = table[c].map(f)
     for c in ('mem_train_mb', 'mem_infer_mb'): out[c] = table[c].map(lambda x: '-' if pd.isna(x) else f'{x:.0f}')
     out['seeds'] = table['seeds']
     return out
@@ -347,12 +390,12 @@ def phenomenon_table(preds:pd.DataFrame,           # `distill_predictions`
     if 'phenomenon' not in preds.columns: return pd.DataFrame()
     p = preds[(preds.split == 'eval') & preds.phenomenon.fillna('').astype(str).ne('')]
     if methods is not None: p = p[p.method.isin(list(methods))]
-    rows = []
+    rows, key = [], query_key(preds)
     for (m, ph), g in p.groupby(['method', 'phenomenon'], sort=True):
         r = dict(method=m, phenomenon=ph, n=int(g.groupby('data_seed').size().iloc[0]), seeds=g.data_seed.nunique())
-        for stat in ('accuracy', 'calibrated_accuracy', 'prior_accuracy', 'auc'):
-            if stat == 'prior_accuracy' and 'prior_correct' not in g: continue
-            r[stat], r[f'{stat}_lo'], r[f'{stat}_hi'] = bootstrap_ci(g, stat, by='data_seed', n_boot=n_boot, seed=seed)
+        for stat in ('accuracy', 'vocab_accuracy', 'calibrated_accuracy', 'prior_accuracy', 'auc'):
+            if not all(c in g for c in BOOT_STATS[stat][0]): continue
+            r[stat], r[f'{stat}_lo'], r[f'{stat}_hi'] = bootstrap_ci(g, stat, by='data_seed', n_boot=n_boot, seed=seed, cluster=key)
         rows.append(r)
     return pd.DataFrame(rows)
 
@@ -360,41 +403,70 @@ def phenomenon_table(preds:pd.DataFrame,           # `distill_predictions`
 def method_difference(preds:pd.DataFrame, # `distill_predictions`
                       a:str, b:str,       # report names of the two methods (a minus b)
                       split:str='ood',    # `eval` or `ood`
-                      stat:str='accuracy',# `accuracy`, `calibrated_accuracy`, `prior_accuracy` or `auc`
+                      stat:str='accuracy',# `accuracy`, `vocab_accuracy`, `calibrated_accuracy`, `prior_accuracy` or `auc`
                       n_boot:int=1000,    # bootstrap resamples
                       seed:int=0,         # seed of the resampling
+                      heuristic:str='all',# a HANS heuristic (`lexical_overlap`, ...), or `all`
+                      level:float=0.95,   # coverage of the interval
                      ) -> tuple[float, float, float]:
-    "(difference, low, high): seed-mean `stat` of `a` minus `b` on their shared queries and seeds, paired bootstrap interval."
-    col = {'accuracy': 'correct', 'calibrated_accuracy': 'cal_correct', 'prior_accuracy': 'prior_correct', 'auc': 'pn_entail'}
+    "(difference, low, high): seed-mean `stat` of `a` minus `b` on their shared queries and seeds, paired two-stage bootstrap interval."
+    col = {'accuracy': 'correct', 'vocab_accuracy': 'vocab_correct', 'calibrated_accuracy': 'cal_correct', 'prior_accuracy': 'prior_correct',
+           'auc': 'pn_entail'}
     if stat not in col: raise ValueError(f"unknown statistic {stat!r}; expected one of: {', '.join(col)}")
-    c = col[stat]
-    q = preds[preds.split == split]
-    m = q[q.method == a][['data_seed', 'id', 'gold', c]].merge(q[q.method == b][['data_seed', 'id', c]], on=['data_seed', 'id'], suffixes=('_a', '_b'))
+    c, key = col[stat], query_key(preds)
+    q = _subset(preds, split, heuristic)
+    if c not in q: return (np.nan,) * 3
+    m = q[q.method == a][['data_seed', key, 'gold', c]].merge(q[q.method == b][['data_seed', key, c]], on=['data_seed', key], suffixes=('_a', '_b'))
     if not len(m): return (np.nan,) * 3
     m = m.astype({f'{c}_a': float, f'{c}_b': float})
     if stat == 'auc': f = lambda d: metrics.auc(d['gold'], d[f'{c}_a']) - metrics.auc(d['gold'], d[f'{c}_b'])
     else: f = lambda d: np.mean(d[f'{c}_a'] - d[f'{c}_b'], axis=-1)
-    return bootstrap_ci(m[['data_seed', 'gold', f'{c}_a', f'{c}_b']], f, by='data_seed', n_boot=n_boot, seed=seed)
+    return bootstrap_ci(m[['data_seed', key, 'gold', f'{c}_a', f'{c}_b']], f, by='data_seed', n_boot=n_boot, seed=seed, level=level, cluster=key)
+
+TRANSFER_SETS = {  # (split, HANS heuristic) -> how a sentence names it
+    ('eval', 'all'): 'in domain', ('ood', 'all'): 'out of domain (HANS, 3 heuristics)', ('ood', 'lexical_overlap'): 'HANS lexical overlap'}
+TRANSFER_STATS = ('accuracy', 'vocab_accuracy', 'auc')
+
+def _mode(method:str) -> str:
+    "The training-mode part of a report name: `cd-lora` -> `lora`, `pbft_answer-full-prior` -> `full`, `icl-student` -> ''."
+    parts = method.split('-')
+    return parts[1] if parts[0] in ('cd', 'pbft', 'pbft_answer') and len(parts) > 1 else ''
 
 def transfer_statements(preds:pd.DataFrame,             # `distill_predictions`
                         cd:Sequence[str]|None=None,      # the CD methods (default: every method starting with `cd`)
-                        baselines:Sequence[str]|None=None, # default: `icl-student` and every `pbft` method present
+                        baselines:Sequence[str]|None=None, # default: `icl-student`, and the PBFT methods with the CD method's mode (all PBFT if none has it)
                         n_boot:int=1000,                 # bootstrap resamples per comparison
+                        stats:Sequence[str]=TRANSFER_STATS, # the statistics compared
                        ) -> pd.DataFrame:
-    "One row per (CD method, baseline, split, statistic): the difference, its interval, and a sentence."
+    "One row per (CD method, baseline, split, heuristic, statistic): the difference, its paired two-stage interval, and a sentence."
     have = list(dict.fromkeys(preds.method))
     cd = list(cd) if cd is not None else [m for m in have if m.startswith('cd')]
-    baselines = list(baselines) if baselines is not None else [m for m in have if m == 'icl-student' or m.startswith('pbft')]
-    where = {'eval': 'in domain', 'ood': 'out of domain (HANS)'}
+    pbft = [m for m in have if m.startswith('pbft')]
     rows = []
     for a in cd:
-        for b in baselines:
-            for split in ('eval', 'ood'):
-                for stat in ('accuracy', 'auc'):
-                    d, lo, hi = method_difference(preds, a, b, split, stat, n_boot=n_boot)
+        same = [m for m in pbft if _mode(m) == _mode(a)]
+        bs = list(baselines) if baselines is not None else [m for m in have if m == 'icl-student'] + (same or pbft)
+        for b in bs:
+            for (split, heur), where in TRANSFER_SETS.items():
+                for stat in stats:
+                    d, lo, hi = method_difference(preds, a, b, split, stat, n_boot=n_boot, heuristic=heur)
                     if np.isnan(d): continue
                     verdict = ('better' if lo > 0 else 'worse' if hi < 0 else 'not distinguishable')
-                    rows.append(dict(a=a, b=b, split=split, stat=stat, difference=d, low=lo, high=hi, verdict=verdict,
-                                     sentence=f"{a} vs {b}, {where[split]}, {stat}: {d:+.3f} [{lo:+.3f}, {hi:+.3f}]: "
+                    rows.append(dict(a=a, b=b, split=split, heuristic=heur, stat=stat, difference=d, low=lo, high=hi, verdict=verdict,
+                                     sentence=f"{a} vs {b}, {where}, {stat}: {d:+.3f} [{lo:+.3f}, {hi:+.3f}]: "
                                               + (f"{a} is {verdict}" if verdict != 'not distinguishable' else 'not distinguishable at this size')))
     return pd.DataFrame(rows)
+
+def memory_comparison(table:pd.DataFrame # `distill_table`
+                     ) -> pd.DataFrame:
+    "Per training mode: PBFT's and CD's peak training memory (MB), CD minus PBFT (CD's own cost), and each mode's saving against `full`."
+    rows = []
+    for mode in ('full', 'lora', 'bitfit'):
+        pb, cd = f'pbft-{mode}', f'cd-{mode}'
+        if pb not in table.index and cd not in table.index: continue
+        get = lambda m: table.loc[m, 'mem_train_mb'] if m in table.index else np.nan
+        rows.append(dict(mode=mode, pbft_train_mb=get(pb), cd_train_mb=get(cd), cd_minus_pbft_mb=get(cd) - get(pb)))
+    out = pd.DataFrame(rows, columns=['mode', 'pbft_train_mb', 'cd_train_mb', 'cd_minus_pbft_mb']).set_index('mode')
+    if 'full' in out.index:
+        for who in ('pbft', 'cd'): out[f'{who}_saving_vs_full_mb'] = out.loc['full', f'{who}_train_mb'] - out[f'{who}_train_mb']
+    return out

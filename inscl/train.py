@@ -18,8 +18,8 @@ from .models import default_device, autocast_dtype
 
 # %% auto #0
 __all__ = ['MODES', 'LORA_TARGETS', 'format_prompt', 'truncate_middle', 'format_example', 'tokenize_records', 'random_batches',
-           'length_grouped_batches', 'pad_fraction', 'collate', 'TrainConfig', 'lora_targets', 'add_lora', 'is_lora',
-           'merge_lora', 'lm_loss', 'train']
+           'length_grouped_batches', 'pad_fraction', 'collate', 'pack_rows', 'pack', 'packed_grid', 'TrainConfig',
+           'lora_targets', 'add_lora', 'is_lora', 'merge_lora', 'lm_loss', 'TargetLM', 'train']
 
 # %% ../nbs/06_train.ipynb #e0473527
 def format_prompt(record:dict # a record with `instruction` and `input`
@@ -127,6 +127,49 @@ def collate(features:list[dict], # examples with `input_ids` and `labels`
         labels[i, :k] = torch.as_tensor(f.get('labels', f['input_ids']))
     return {'input_ids': ids, 'attention_mask': mask, 'labels': labels}
 
+# %% ../nbs/06_train.ipynb #5566f8f2
+def pack_rows(lengths:Sequence[int], # the length of each example of a batch
+              capacity:int           # the row length aimed at (the preset's `max_len`)
+             ) -> list[list[int]]:
+    "Balanced rows: `ceil(total / capacity)` of them; each example, longest first, joins the row with the fewest tokens."
+    if capacity < 1: raise ValueError(f"capacity={capacity}; expected a positive number of tokens per row")
+    n_rows = max(1, min(len(lengths), math.ceil(sum(lengths) / capacity)))
+    rows, fill = [[] for _ in range(n_rows)], [0] * n_rows
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):  # stable: ties keep the draw's order
+        r = fill.index(min(fill))
+        rows[r].append(i); fill[r] += lengths[i]
+    return rows
+
+def pack(features:list[dict], # examples with `input_ids` and `labels`
+         pad_id:int,          # the tokenizer's pad token id
+         capacity:int         # the tokens a row holds (the preset's `max_len`)
+        ) -> dict[str, torch.Tensor]:
+    "Packed rows: `input_ids`, `labels` (-100 on padding), `position_ids` (restarting per example) and an additive block-diagonal causal `attention_mask` (rows, 1, L, L)."
+    rows = pack_rows([len(f['input_ids']) for f in features], capacity)
+    n = max(sum(len(features[i]['input_ids']) for i in row) for row in rows)
+    ids = torch.full((len(rows), n), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), n), -100, dtype=torch.long)
+    pos = torch.arange(n).repeat(len(rows), 1)      # padding continues the positions of its row
+    seg = torch.full((len(rows), n), -1, dtype=torch.long)
+    for r, row in enumerate(rows):
+        o = 0
+        for s, i in enumerate(row):
+            f = features[i]; k = len(f['input_ids'])
+            ids[r, o:o+k] = torch.as_tensor(f['input_ids']); labels[r, o:o+k] = torch.as_tensor(f.get('labels', f['input_ids']))
+            pos[r, o:o+k] = torch.arange(k); seg[r, o:o+k] = s; o += k
+    causal = torch.ones(n, n, dtype=torch.bool).tril()
+    # a token sees the earlier tokens of its own example; padding (after every example of its row) sees its row causally
+    see = causal & ((seg[:, :, None] == seg[:, None, :]) | (seg[:, :, None] < 0))
+    mask = torch.zeros(see.shape, dtype=torch.float32).masked_fill_(~see, torch.finfo(torch.float32).min)
+    return {'input_ids': ids, 'labels': labels, 'position_ids': pos, 'attention_mask': mask[:, None]}
+
+def packed_grid(lengths:Sequence[int], # the lengths of one batch's examples
+                capacity:int           # the tokens a row holds
+               ) -> int:
+    "The size of the token grid `pack` lays the batch out in (rows x longest row)."
+    rows = pack_rows(lengths, capacity)
+    return len(rows) * max(sum(lengths[i] for i in row) for row in rows)
+
 # %% ../nbs/06_train.ipynb #8124a06f
 MODES = ('full', 'lora', 'bitfit')
 
@@ -142,6 +185,7 @@ class TrainConfig:
     weight_decay:float=0.0    # AdamW weight decay
     max_len:int=512           # the longest example kept (prompt + target tokens)
     group_by_length:bool=True # length-grouped batches (less padding) instead of random ones
+    pack:bool=True            # lay each batch out in packed rows (no padding; the default LM loss only)
     mode:str='full'           # `full` fine-tuning, `lora` adapters, or `bitfit` (biases only)
     lora_r:int=8              # LoRA rank
     lora_alpha:int=16         # LoRA scaling numerator (scale = alpha / r)
@@ -202,6 +246,19 @@ def lm_loss(model:torch.nn.Module, # a causal LM
     "Mean next-token cross-entropy over the target tokens of `batch`."
     return model(**batch).loss
 
+# %% ../nbs/06_train.ipynb #2ab91c33
+class TargetLM(torch.nn.Module):
+    "A causal LM whose forward returns the mean next-token cross-entropy over the target tokens, scoring only those positions."
+    def __init__(self, lm:torch.nn.Module # a transformers causal LM (or a peft-wrapped one)
+                ):
+        super().__init__(); self.lm = lm
+    def forward(self, input_ids, labels, attention_mask=None, position_ids=None):
+        h = self.lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
+        y = labels[:, 1:]; keep = y != -100
+        logits = self.lm.get_output_embeddings()(h[:, :-1][keep])
+        if cap := getattr(self.lm.config, 'final_logit_softcapping', None): logits = torch.tanh(logits / cap) * cap
+        return torch.nn.functional.cross_entropy(logits.float(), y[keep])
+
 # %% ../nbs/06_train.ipynb #eec03743
 def _mixed_precision() -> str:
     "`accelerate`'s mixed-precision name for the kit's autocast dtype on this machine: bf16, fp16 or no."
@@ -223,38 +280,52 @@ def _features(data:Sequence[dict], tok, max_len:int) -> list[dict]:
     return list(data) if 'input_ids' in data[0] else tokenize_records(data, tok, max_len)
 
 def _n_tokens(batch:dict) -> int:
-    "Non-padding tokens of a batch."
+    "Non-padding tokens of a padded batch."
     m = batch.get('attention_mask')
     return int(m.sum()) if m is not None else batch['input_ids'].numel()
+
+def _grid_pad_fraction(lengths:list[int], batches:list[list[int]], capacity:int|None) -> float:
+    "The padding share of the token grids the loop ran: packed rows of `capacity`, or padded batches (`capacity=None`)."
+    if capacity is None: return pad_fraction(lengths, batches)
+    return 1 - sum(lengths[i] for b in batches for i in b) / sum(packed_grid([lengths[i] for i in b], capacity) for b in batches)
+
+def _adamw(params:list[torch.nn.Parameter], cfg:TrainConfig) -> torch.optim.AdamW:
+    "AdamW over `params`: the fused kernel (one call per step for all tensors) where torch has it for their device, else the default."
+    fused = all(p.device.type in ('cpu', 'cuda') and p.dtype in (torch.float32, torch.bfloat16, torch.float16) for p in params)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **({'fused': True} if fused else {}))
 
 def train(model:torch.nn.Module,          # a causal LM (or a peft-wrapped one)
           tok,                            # its tokenizer (pad and EOS ids)
           data:Sequence[dict],            # records (tokenized here) or features with `input_ids`
           cfg:TrainConfig,                # hyperparameters
-          loss_fn:Callable|None=None,     # `loss_fn(model, batch) -> loss`; default `lm_loss`
-          collate_fn:Callable|None=None,  # features -> batch dict; default `collate` with the pad id
+          loss_fn:Callable|None=None,     # `loss_fn(model, batch) -> loss`; default: the target-token LM loss (`TargetLM` on packed rows, or `lm_loss`)
+          collate_fn:Callable|None=None,  # features -> batch dict; default `pack` (or `collate` when `cfg.pack` is off)
           progress:bool=True              # show a tqdm bar over optimiser steps
          ) -> dict:
     "Train `model` in place on `data` for `cfg.epochs`; return statistics and the loss curve."
     from accelerate import Accelerator
-    loss_fn = loss_fn or lm_loss
-    collate_fn = collate_fn or (lambda fs: collate(fs, tok.pad_token_id))
     feats = _features(data, tok, cfg.max_len)
     rng = np.random.default_rng(cfg.seed)
     lengths = [len(f['input_ids']) for f in feats]
+    packed = cfg.pack and loss_fn is None and collate_fn is None   # a caller's own loss reads its own batch layout
+    capacity = max(cfg.max_len, *lengths)
+    if packed: loss_fn, collate_fn = (lambda m, b: m(**b)), (lambda fs: pack(fs, tok.pad_token_id, capacity))
+    loss_fn = loss_fn or lm_loss
+    collate_fn = collate_fn or (lambda fs: collate(fs, tok.pad_token_id))
     plan = (lambda: length_grouped_batches(lengths, cfg.batch_size, rng)) if cfg.group_by_length else (lambda: random_batches(len(feats), cfg.batch_size, rng))
     batches = [b for _ in range(cfg.epochs) for b in plan()]  # one seeded plan per epoch
-    n_sched = math.ceil(len(batches) / cfg.grad_accum)  # over all processes: a prepared scheduler advances once per process
 
     flags = {n: p.requires_grad for n, p in model.named_parameters()}  # restored afterwards (LoRA, BitFit)
     wrapped = cfg.mode == 'lora' and not is_lora(model)
     if wrapped: model = add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
     params = _trainable(model, cfg.mode)
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = get_cosine_schedule_with_warmup(opt, round(cfg.warmup_ratio * n_sched), n_sched)
+    opt = _adamw(params, cfg)
     acc = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=_mixed_precision())
+    # the schedule counts optimiser steps; a prepared scheduler advances once per process at every step
+    n_opt = math.ceil(len(batches) / (cfg.grad_accum * acc.num_processes))
+    sched = get_cosine_schedule_with_warmup(opt, round(cfg.warmup_ratio * n_opt) * acc.num_processes, n_opt * acc.num_processes)
     dl = DataLoader(feats, batch_sampler=batches, collate_fn=collate_fn, num_workers=0)
-    pmodel, opt, dl, sched = acc.prepare(model, opt, dl, sched)
+    pmodel, opt, dl, sched = acc.prepare(TargetLM(model) if packed else model, opt, dl, sched)
     n_steps = math.ceil(len(dl) / cfg.grad_accum)       # optimiser steps of this process
 
     step, tokens, micro, curve, window, done = 0, 0, 0, [], [], False
@@ -276,7 +347,7 @@ def train(model:torch.nn.Module,          # a causal LM (or a peft-wrapped one)
                     acc.backward(loss)
                     if acc.sync_gradients and cfg.max_grad_norm: acc.clip_grad_norm_(params, cfg.max_grad_norm)
                     opt.step(); sched.step(); opt.zero_grad()
-                tokens += _n_tokens(batch); micro += 1; window.append(value)
+                tokens += 0 if packed else _n_tokens(batch); micro += 1; window.append(value)
                 if acc.sync_gradients:
                     step += 1; curve.append(sum(window) / len(window)); window = []
                     bar.update(1)
@@ -285,14 +356,16 @@ def train(model:torch.nn.Module,          # a causal LM (or a peft-wrapped one)
     finally:  # leave the caller's model as it came: unwrapped, LoRA merged (or dropped on error), flags restored
         bar.close()
         model = acc.unwrap_model(pmodel, keep_fp32_wrapper=False)
+        if packed: model = model.lm
         acc.free_memory()
         if wrapped: model = merge_lora(model) if done else model.unload()
         if wrapped or cfg.mode == 'bitfit':
             for n, p in model.named_parameters(): p.requires_grad_(flags[n])
         model.eval()
     tokens = int(acc.reduce(torch.tensor(tokens, device=acc.device), 'sum'))
+    if packed: tokens = sum(lengths[i] for b in batches for i in b)   # a packed batch keeps no padding mask to count with
     n_trainable = sum(p.numel() for p in params)
     return {'steps': step, 'micro_batches': micro, 'examples': len(feats) * cfg.epochs, 'tokens': tokens,
             'seconds': seconds, 'tokens_per_s': tokens / seconds if seconds else float('nan'),
             'loss': curve, 'final_loss': curve[-1] if curve else float('nan'), 'mode': cfg.mode,
-            'n_trainable': n_trainable, 'pad_fraction': pad_fraction(lengths, batches)}
+            'n_trainable': n_trainable, 'pad_fraction': _grid_pad_fraction(lengths, batches, capacity if packed else None)}

@@ -34,3 +34,8 @@ def test_bad_distances_named(W, msg):
 def test_bad_total():
     with pytest.raises(ValueError, match='total is -1'): allocate_replay([1.0], -1)
     with pytest.raises(ValueError, match='no previous task'): allocate_replay([], 4)
+
+def test_budget_tv():
+    from inscl.allocation import budget_tv
+    assert budget_tv([8, 8, 8, 8]) == 0 and math.isclose(budget_tv({'a': 12, 'b': 4}), 0.25)
+    assert math.isclose(budget_tv([16, 0, 0, 0]), 0.75) and math.isnan(budget_tv([]))

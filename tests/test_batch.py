@@ -39,8 +39,8 @@ def test_prepare_plans_every_order(kit):
             assert sum(s['budget'].values()) == s['total'] == s['n_examples'] == 4*s['stage']
 
 def test_inscl_grid_resumes_and_reports_failures(kit, capsys):
-    "Papermill cells: a small grid runs and prints the RG/AP table; a broken cell fails alone, named with its notebook; a rerun resumes."
-    args = ['inscl', '--preset', 'smoke', '--orders', 'curriculum', '--methods', 'none', 'inscl', '--jobs', '2', '--threads', '1']
+    "Papermill cells, two seeds: a broken cell fails alone, named with its notebook; a rerun resumes and writes the verdict tables."
+    args = ['inscl', '--preset', 'smoke', '--orders', 'curriculum', '--methods', 'none', 'inscl', '--seeds', '0', '1', '--jobs', '2', '--threads', '1']
     runs = kit/'reports'/'runs'/'inscl'
     bad = runs/'smoke-curriculum-inscl-s0'
     bad.mkdir(parents=True)
@@ -55,9 +55,20 @@ def test_inscl_grid_resumes_and_reports_failures(kit, capsys):
     (bad/'state.json').unlink()
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert out.count('done before') == 2 and 'final-stage Relative Gain and AP' in out
+    assert out.count('done before') == 5 and 'final-stage Relative Gain' in out and 'paired differences' in out
     summ = pd.read_csv(runs/'summary-smoke.csv')
-    assert summ.method.tolist() == ['inscl', 'none'] and (summ.n_stages == 16).all()
+    assert summ.method.tolist() == ['inscl', 'inscl', 'none', 'none'] and summ.seed.tolist() == [0, 1, 0, 1] and (summ.n_stages == 16).all()
+    # the verdict tables: one row per run; one row per comparison and metric, pairs matched on (order, seed)
+    vr = pd.read_csv(runs/'continual_runs-smoke.csv')
+    assert list(vr.columns)[:8] == ['order', 'method', 'weights', 'seed', 'rg', 'ap', 'forgetting', 'bwt'] and len(vr) == 4
+    pr = pd.read_csv(runs/'continual_paired-smoke.csv')
+    assert list(pr.columns) == ['comparison', 'metric', 'n_pairs', 'mean_diff', 'ci_low', 'ci_high', 'interval', 'sd_diff', 'paper_effect', 'pairs_for_80pct_power']
+    assert set(pr.comparison) == {'inscl-random', 'inscl-none', 'wdist-random', 'insinfo-random', 'inscl-inscl_uniform'}
+    assert {'rg', 'ap', 'forgetting', 'bwt'} <= set(pr.metric) and (pr.interval == 't').all()
+    row = pr.set_index(['comparison', 'metric']).loc[('inscl-none', 'ap')]
+    assert row.n_pairs == 2 and row.ci_low <= row.mean_diff <= row.ci_high
+    assert pr.set_index(['comparison', 'metric']).loc[('inscl-none', 'rg')].paper_effect == 27.96
+    assert pr.set_index(['comparison', 'metric']).loc[('inscl-random', 'rg')].n_pairs == 0
 
 def test_distill_grid(kit, capsys):
     "The distillation grid: cells named by the run id, memory on the first data seed only, the summary averages seeds."
@@ -221,3 +232,40 @@ def test_executed_reports_record_their_versions(tmp_path):
     meta = book.metadata['inscl']
     assert meta['preset'] == 'smoke' and meta['versions']['torch'] and meta['versions']['pandas'] and meta['cpu_model']
     assert meta['numerics'].get('OMP_NUM_THREADS') == '1' and book.cells[0].source == '# a report'
+
+def test_local_workers_get_their_own_gpus(tmp_path, monkeypatch):
+    "With --jobs 2 and four (fake) GPUs, each running cell holds its own pair, and a freed slot is reused; without GPUs nothing is set."
+    import threading, time
+    import inscl.batch as b, inscl.cluster as cl
+    from inscl.batch import Cell, run_grid
+    seen, lock, live = [], threading.Lock(), set()
+    def fake_run_cell(c, threads=None, timeout=None, native=False, gpus=None):
+        with lock: live.add(gpus); seen.append((c.run_id, gpus, len(live)))
+        time.sleep(0.3)
+        with lock: live.discard(gpus)
+        return dict(study=c.study, run_id=c.run_id, status='ran', seconds=0.3, notebook='', error='')
+    monkeypatch.setattr(b, 'run_cell', fake_run_cell)
+    cells = [Cell('inscl', f'c{i}', {}, tmp_path/f'c{i}') for i in range(4)]
+    monkeypatch.setattr(cl, 'visible_gpus', lambda: ['0', '1', '2', '3'])
+    rows = run_grid(cells, jobs=2)
+    assert [r['status'] for r in rows] == ['ran'] * 4
+    assert {g for _, g, _ in seen} == {'0,2', '1,3'} and max(n for *_, n in seen) == 2   # two disjoint groups, never shared
+    seen.clear()
+    monkeypatch.setattr(cl, 'visible_gpus', lambda: [])
+    run_grid(cells, jobs=2)
+    assert {g for _, g, _ in seen} == {None}
+
+def test_executor_flags(kit, capsys, monkeypatch):
+    "--executor slurm takes the preset's cluster resources and the partition/account from the flags or the environment."
+    import inscl.batch as b
+    from inscl.batch import _parser, _executor
+    from inscl.presets import load_preset
+    pytest.importorskip('submitit')
+    monkeypatch.setenv('INSCL_SLURM_ACCOUNT', 'lab')
+    a = _parser().parse_args(['inscl', '--preset', 'paper', '--executor', 'slurm', '--partition', 'a100'])
+    ex = _executor(a, load_preset('paper'))
+    assert (ex.resources.gpus, ex.resources.partition, ex.resources.account) == (8, 'a100', 'lab')
+    assert ex.folder == load_preset('paper').runs_dir/'slurm'
+    assert _executor(_parser().parse_args(['inscl', '--preset', 'smoke']), load_preset('smoke')) is None   # local: the default
+    with pytest.raises(SystemExit): _parser().parse_args(['inscl', '--executor', 'pbs'])
+    assert "invalid choice: 'pbs'" in capsys.readouterr().err

@@ -52,6 +52,59 @@ def test_alpha_zero_is_pbft_ce():
     assert distill_loss(zv, y, torch.randn(6, 9, generator=g), 0.0, answer_ids=[7, 3]).item() == \
         pytest.approx(F.cross_entropy(zv[:, [7, 3]], y).item(), rel=1e-6)
 
+def test_vocab_ce_is_mosbachs_pbft():
+    "ce='vocab': -log softmax over the whole row at the answer word's token; the KL still reads the answer columns for answer-word teachers."
+    g = torch.Generator().manual_seed(1)
+    zv, y, ans = torch.randn(5, 11, generator=g, dtype=torch.float64), torch.tensor([0, 1, 1, 0, 1]), [7, 3]
+    want = -torch.log_softmax(zv, -1)[torch.arange(5), torch.tensor(ans)[y]].mean().item()
+    assert distill_loss(zv, y, None, 0.0, answer_ids=ans, ce='vocab').item() == pytest.approx(want, rel=1e-6)
+    assert distill_loss(zv, y, None, 0.0, answer_ids=ans, ce='vocab').item() >= distill_loss(zv, y, None, 0.0, answer_ids=ans).item()
+    zt = torch.randn(5, 2, generator=g, dtype=torch.float64)
+    kl = F.kl_div(F.log_softmax(zv[:, ans] / 2, -1), F.log_softmax(zt / 2, -1), log_target=True, reduction='batchmean').item()
+    assert distill_loss(zv, y, zt, 0.25, 2.0, answer_ids=ans, ce='vocab').item() == pytest.approx(0.25 * 4 * kl + 0.75 * want, rel=1e-6)
+    with pytest.raises(ValueError, match=r"ce='vocab' needs the student's vocabulary logits"): distill_loss(zv[:, ans], y, None, 0.0, ce='vocab')
+    with pytest.raises(ValueError, match=r"unknown ce 'all'"): distill_loss(zv, y, None, 0.0, answer_ids=ans, ce='all')
+
+def test_pbft_variants_runs_and_ce(tmp_path, tmp_cache):
+    "pbft (ce=vocab) and pbft_answer (ce=answer) run, record their CE, report both accuracies; CD's default CE is vocab."
+    out = tmp_path/'runs'
+    rows = pd.concat([run_distill(m, 'smoke', out_dir=out, memory=False, progress=False) for m in ('pbft', 'pbft_answer')], ignore_index=True)
+    assert sorted(rows.run_id.unique()) == ['smoke-pbft-full-k0-gpt-3-s0', 'smoke-pbft_answer-full-k0-gpt-3-s0']
+    assert load_json(out/'smoke-pbft-full-k0-gpt-3-s0'/'run.json')['ce'] == 'vocab'
+    assert load_json(out/'smoke-pbft_answer-full-k0-gpt-3-s0'/'run.json')['ce'] == 'answer'
+    assert rows.vocab_accuracy.notna().all() and (rows.vocab_accuracy <= 1 - rows.non_answer_rate + 1e-12).all()
+    assert distill_run_id('cd', 'smoke', ce='vocab') == 'smoke-cd-full-k4-gpt-3-s0' != distill_run_id('cd', 'smoke', ce='answer')
+    with pytest.raises(ValueError, match=r"use method 'pbft_answer'"): distill_run_id('pbft', 'smoke', ce='answer')
+    with pytest.raises(ValueError, match=r"does not train"): distill_run_id('icl-student', 'smoke', ce='vocab')
+
+def test_vocab_ce_makes_answer_words_the_top_tokens(smoke_setup):
+    "Mosbach's CE pulls the answer words above the vocabulary; the answer-word CE leaves the top token where it was."
+    p, data = smoke_setup
+    na = {}
+    for ce in ('vocab', 'answer'):
+        m, t = load_model('tiny-smoke')
+        train_student(m, t, data['train'], TrainConfig(lr=3e-3, epochs=4, batch_size=8), ce=ce)
+        pat = get_pattern('gpt-3', t)
+        na[ce] = answer_probs(m, t, [pat.format(q['premise'], q['hypothesis']) for q in data['train']], pat.answers).non_answer_rate
+    assert na['vocab'] < 0.1 and na['vocab'] <= na['answer'], na
+
+def test_query_id_is_the_same_under_every_data_seed(tmp_path, tmp_cache):
+    out = tmp_path/'runs'
+    for s in (0, 1): run_distill('zero_shot', 'smoke', data_seed=s, out_dir=out, memory=False, progress=False)
+    a, b = (load_table(out/f'smoke-zero_shot-k0-gpt-3-s{s}'/'predictions.csv') for s in (0, 1))
+    assert a.query_id.tolist() == b.query_id.tolist() and a.query_id.str.len().eq(12).all()
+    assert (a.groupby('split').query_id.nunique() == a.groupby('split').size()).all()
+    assert 'vocab_correct' in a and (a.vocab_correct <= a.top_is_answer).all()
+
+def test_runs_of_an_older_schema_are_redone(tmp_path, tmp_cache):
+    out = tmp_path/'runs'
+    run_distill('zero_shot', 'smoke', out_dir=out, memory=False, progress=False)
+    rj = out/'smoke-zero_shot-k0-gpt-3-s0'/'run.json'
+    info = load_json(rj); info.pop('results_version'); rj.write_text(__import__('json').dumps(info))
+    assert not D._finished(rj.parent)
+    run_distill('zero_shot', 'smoke', out_dir=out, memory=False, progress=False)
+    assert load_json(rj)['results_version'] == D.RESULTS_VERSION
+
 def test_loss_errors():
     z, y = torch.zeros(2, 2), torch.tensor([0, 1])
     with pytest.raises(ValueError, match=r"alpha=0.5 needs teacher logits"): distill_loss(z, y, None, alpha=0.5)
@@ -62,7 +115,7 @@ def test_loss_errors():
 def test_answer_kl():
     zt, zs = np.array([[0.0, 1.0]]), np.array([[1.0, 0.0]])
     pt, ps = _softmax(zt), _softmax(zs)
-    assert answer_kl(zt, zs) == pytest.approx(float((pt * np.log(pt / ps)).sum()), rel=1e-9)
+    assert answer_kl(zt, zs) == pytest.approx(float((pt * np.log(pt / ps)).sum()), rel=1e-6)
     assert answer_kl(zt, zt) == pytest.approx(0.0, abs=1e-12)
 
 # ---------------------------------------------------------------- calibration and AUC
@@ -96,7 +149,8 @@ def test_result_columns_order():
     c = RESULT_COLUMNS
     assert c[c.index('mode') + 1] == 'calibration' and c[c.index('calibrated_accuracy') + 1] == 'prior_accuracy'
     assert c == ['run_id', 'method', 'teacher', 'student', 'k', 'data_seed', 'pattern', 'mode', 'calibration', 'split', 'heuristic',
-                 'label', 'accuracy', 'n', 'peak_mem_mb', 'train_seconds', 'auc', 'calibrated_accuracy', 'prior_accuracy', 'non_answer_rate']
+                 'label', 'accuracy', 'n', 'peak_mem_mb', 'train_seconds', 'auc', 'calibrated_accuracy', 'prior_accuracy', 'non_answer_rate',
+                 'vocab_accuracy']
 
 def test_run_ids_with_calibration():
     assert distill_run_id('cd', 'smoke') == 'smoke-cd-full-k4-gpt-3-s0'                         # 'none': ids unchanged
@@ -137,7 +191,8 @@ def test_summarize_nli_prior_accuracy_and_old_tables():
 def test_parse_method():
     assert parse_method('icl') == ('icl', 'teacher') and parse_method('icl-student') == ('icl', 'student')
     assert parse_method('pbft') == ('pbft', 'student')
-    with pytest.raises(ValueError, match=r"unknown method 'distil'; expected one of: icl, icl-teacher, icl-student, zero_shot, pbft, cd"):
+    assert parse_method('pbft_answer') == ('pbft_answer', 'student')
+    with pytest.raises(ValueError, match=r"unknown method 'distil'; expected one of: icl, icl-teacher, icl-student, zero_shot, pbft, pbft_answer, cd"):
         parse_method('distil')
 
 def test_distill_data_seeded_disjoint_balanced():

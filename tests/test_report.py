@@ -7,7 +7,8 @@ from conftest import ROOT
 from inscl.files import save_json, save_table
 from inscl.report import (CONTINUAL_COLUMNS, DISTILL_COLUMNS, method_order, method_palette, save_figure, continual_runs,
                           continual_experts, instruction_distances, replay_allocation, stage_metrics, continual_table,
-                          distill_runs, distill_predictions, bootstrap_ci, distill_table, distill_table_text)
+                          distill_runs, distill_predictions, bootstrap_ci, distill_table, distill_table_text, method_difference,
+                          transfer_statements, memory_comparison)
 
 # ---------------------------------------------------------------- synthetic run folders, as the runners write them
 def write_continual(root, order, tasks, method, seed, R, preset='p', stages=None, dist=None, budget=None, rid=None, weights='real'):
@@ -48,8 +49,10 @@ def predictions(gold, p_entail, split, heuristic=None, top_is_answer=None):
     "A predictions table: prediction = p(entailed) > 0.5, calibrated prediction the same, heuristics given or `all`."
     gold, p = np.asarray(gold), np.asarray(p_entail, float)
     t = pd.DataFrame(dict(id=[f'{split}{i}' for i in range(len(gold))], gold=gold, p_not=1 - p, p_entail=p, pn_entail=p, pred=(p > 0.5).astype(int)))
+    t['query_id'] = t.id                                    # the same queries under every seed
     t['correct'] = t.pred == t.gold
     t['top_is_answer'] = True if top_is_answer is None else top_is_answer
+    t['vocab_correct'] = t.correct & t.top_is_answer
     t['top_token'] = 'Yes'
     t['pc_entail'], t['cal_pred'] = t.pn_entail, t.pred
     t['cal_correct'] = t.correct
@@ -242,3 +245,50 @@ def test_reports_without_runs_say_so(tmp_path):
         out = _execute(nb, tmp_path, name, preset='none-here', runs_dir=str(tmp_path/'empty'), figures_dir=str(tmp_path/'figs'))
         assert "No finished" in _stream(out) and "preset 'none-here'" in _stream(out)
     assert not (tmp_path/'figs').exists()
+
+# ---------------------------------------------------------------- the two-stage cluster bootstrap (issue 13)
+def _crossed(rng, Q=120, S=5, sd_query=1.0, sd_seed=0.3, mu=1.0):
+    from scipy.special import expit
+    b, u = rng.normal(0, sd_query, Q), rng.normal(0, sd_seed, S)
+    c = rng.random((S, Q)) < expit(mu + b[None] + u[:, None])
+    return pd.DataFrame(dict(data_seed=np.repeat(np.arange(S), Q), query_id=np.tile(np.arange(Q), S), correct=c.ravel()))
+
+def test_two_stage_interval_covers_in_the_crossed_world():
+    "Shared query difficulty across 5 seeds, seed effects SD 0.3 logit, 120 queries: the nominal 95% reaches >= 93%."
+    from scipy.special import expit
+    r = np.random.default_rng(7)
+    truth = float(expit(1.0 + r.normal(0, 1, 400_000) + r.normal(0, 0.3, 400_000)).mean())
+    rng = np.random.default_rng(0)
+    hits, old = [], []
+    for i in range(150):
+        t = _crossed(rng)
+        _, lo, hi = bootstrap_ci(t, 'accuracy', by='data_seed', cluster='query_id', n_boot=300, seed=i)
+        _, lo0, hi0 = bootstrap_ci(t, 'accuracy', by='data_seed', n_boot=300, seed=i)
+        hits.append(lo <= truth <= hi); old.append(lo0 <= truth <= hi0)
+    assert np.mean(hits) >= 0.93 and np.mean(old) < 0.85, (np.mean(hits), np.mean(old))
+
+def test_cluster_bootstrap_is_seeded_aligned_and_checked():
+    rng = np.random.default_rng(1)
+    t = _crossed(rng, Q=30, S=3)
+    a = bootstrap_ci(t, 'accuracy', by='data_seed', cluster='query_id', n_boot=200, seed=4)
+    assert a == bootstrap_ci(t.sample(frac=1, random_state=0), 'accuracy', by='data_seed', cluster='query_id', n_boot=200, seed=4)  # row order
+    assert a[0] == pytest.approx(t.groupby('data_seed').correct.mean().mean())
+    one = bootstrap_ci(t, 'accuracy', by='data_seed', cluster='query_id', n_boot=200, seed=4, resample_by=False)
+    assert one[0] == a[0] and (one[2] - one[1]) <= (a[2] - a[1]) + 1e-12        # the seed stage only widens
+    with pytest.raises(ValueError, match="repeats within group"):
+        bootstrap_ci(pd.concat([t, t]), 'accuracy', by='data_seed', cluster='query_id')
+
+def test_paired_difference_and_transfer_by_mode(tmp_path):
+    rng = np.random.default_rng(2)
+    base = _crossed(rng, Q=40, S=3).assign(split='ood', gold=lambda d: d.query_id % 2, heuristic='lexical_overlap', pn_entail=0.5)
+    a = base.assign(method='cd-lora'); b = base.assign(method='pbft-lora', correct=False)
+    full = base.assign(method='pbft-full', correct=True)
+    p = pd.concat([a, b, full]).assign(vocab_correct=lambda d: d.correct)
+    d, lo, hi = method_difference(p, 'cd-lora', 'pbft-lora', n_boot=200)
+    assert d == pytest.approx(a.groupby('data_seed').correct.mean().mean()) and lo <= d <= hi and lo > 0
+    assert method_difference(p, 'cd-lora', 'pbft-lora', heuristic='lexical_overlap', stat='vocab_accuracy', n_boot=50)[0] == pytest.approx(d)
+    ts = transfer_statements(p, n_boot=50)
+    assert set(ts.b) == {'pbft-lora'} and set(ts.heuristic) == {'all', 'lexical_overlap'}
+    assert set(ts.stat) == {'accuracy', 'vocab_accuracy', 'auc'}
+    mc = memory_comparison(pd.DataFrame(dict(mem_train_mb=[800., 300., 820., 330.]), index=['pbft-full', 'pbft-lora', 'cd-full', 'cd-lora']))
+    assert mc.loc['lora', 'cd_minus_pbft_mb'] == 30 and mc.loc['lora', 'pbft_saving_vs_full_mb'] == 500

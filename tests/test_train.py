@@ -8,7 +8,7 @@ from inscl.models import load_model
 from inscl.presets import load_preset
 from inscl.train import (TrainConfig, collate, format_example, format_prompt, length_grouped_batches, lm_loss,
                          pad_fraction, random_batches, tokenize_records, train, truncate_middle, add_lora, merge_lora,
-                         is_lora, lora_targets)
+                         is_lora, lora_targets, pack, pack_rows, packed_grid, TargetLM)
 
 REC = {'category': 'Mathematics', 'task': 't', 'instruction': 'Add the numbers.', 'input': '2 3',
        'outputs': ['5', 'five'], 'id': 'r0'}
@@ -133,7 +133,8 @@ def test_overfits_eight_examples(tok, records):
     assert secs < 10
     feats = tokenize_records(data, tok, 96)
     assert stats['tokens'] == 60 * sum(len(f['input_ids']) for f in feats)
-    assert stats['pad_fraction'] == pytest.approx(pad_fraction([len(f['input_ids']) for f in feats], [list(range(8))]))
+    L = [len(f['input_ids']) for f in feats]
+    assert stats['pad_fraction'] == pytest.approx(1 - sum(L) / packed_grid(L, 96))   # the packed rows' padding
     with torch.no_grad(): assert lm_loss(model, collate(feats, tok.pad_token_id)).item() < 0.05
     assert not model.training
 
@@ -250,8 +251,65 @@ def test_bitfit_trains_only_biases_and_restores_flags(tok):
 
 def test_random_batches_option(tok, records):
     feats = tokenize_records(records[:64], tok, 96)
-    g = train(smoke(), tok, feats, TrainConfig(batch_size=8, epochs=1), progress=False)
-    r = train(smoke(), tok, feats, TrainConfig(batch_size=8, epochs=1, group_by_length=False), progress=False)
+    g = train(smoke(), tok, feats, TrainConfig(batch_size=8, epochs=1, pack=False), progress=False)
+    r = train(smoke(), tok, feats, TrainConfig(batch_size=8, epochs=1, group_by_length=False, pack=False), progress=False)
+    rp = train(smoke(), tok, feats, TrainConfig(batch_size=8, epochs=1, group_by_length=False), progress=False)
     L = [len(f['input_ids']) for f in feats]
     assert r['pad_fraction'] == pytest.approx(pad_fraction(L, random_batches(64, 8, np.random.default_rng(0))))
-    assert g['pad_fraction'] < r['pad_fraction'] / 3 and g['steps'] == r['steps'] == 8
+    assert g['pad_fraction'] < r['pad_fraction'] / 3 and g['steps'] == r['steps'] == rp['steps'] == 8
+    assert rp['pad_fraction'] < r['pad_fraction'] / 2     # packing the same random draw removes most padding
+
+# --- packed batches ------------------------------------------------------------------------------
+
+def test_pack_rows_places_every_example_once_in_balanced_rows():
+    g = np.random.default_rng(0)
+    for _ in range(50):
+        L = g.integers(1, 60, g.integers(1, 40)).tolist()
+        rows = pack_rows(L, 64)
+        assert sorted(i for r in rows for i in r) == list(range(len(L)))
+        assert len(rows) == max(1, min(len(L), -(-sum(L) // 64)))
+        fills = [sum(L[i] for i in r) for r in rows]
+        assert max(fills) - min(fills) <= max(L)            # greedy balance: rows differ by at most one example
+
+def test_packed_loss_and_gradients_equal_padded(tok, records):
+    m = smoke()
+    feats = tokenize_records(records[5::41][:24], tok, 96)
+    a = lm_loss(m, collate(feats, tok.pad_token_id)); a.backward()
+    ga = {n: p.grad.clone() for n, p in m.named_parameters()}; m.zero_grad()
+    bt = pack(feats, tok.pad_token_id, 96)
+    b = TargetLM(m)(**bt); b.backward()
+    assert abs(a.item() - b.item()) < 1e-5
+    for n, p in m.named_parameters(): assert torch.allclose(p.grad, ga[n], atol=1e-5), n
+    assert bt['input_ids'].numel() == packed_grid([len(f['input_ids']) for f in feats], 96)
+
+def test_packed_example_sees_only_itself(tok, records):
+    "An example's logits do not depend on the examples packed beside it."
+    m = smoke()
+    feats = tokenize_records(records[3::97][:6], tok, 96)
+    alone = pack(feats[:1], tok.pad_token_id, 96)
+    with_others = pack(feats, tok.pad_token_id, 200)          # one long row holds several examples
+    dec = m.get_decoder()
+    with torch.no_grad():
+        h1 = dec(input_ids=alone['input_ids'], attention_mask=alone['attention_mask'], position_ids=alone['position_ids']).last_hidden_state
+        h2 = dec(input_ids=with_others['input_ids'], attention_mask=with_others['attention_mask'], position_ids=with_others['position_ids']).last_hidden_state
+    n = len(feats[0]['input_ids'])
+    row, col = [(r, c) for r in range(with_others['input_ids'].shape[0]) for c in range(with_others['input_ids'].shape[1] - n + 1)
+                if with_others['input_ids'][r, c:c + n].tolist() == feats[0]['input_ids'] and with_others['position_ids'][r, c] == 0][0]
+    assert torch.allclose(h1[0, :n], h2[row, col:col + n], atol=1e-5)
+
+def test_packed_and_padded_training_agree_up_to_rounding(tok, records):
+    feats = tokenize_records(records[::53][:32], tok, 96)
+    cfg = TrainConfig(lr=1e-3, epochs=2, batch_size=8, group_by_length=False, max_len=96, seed=0)
+    m1, m2 = smoke(), smoke()
+    s1 = train(m1, tok, feats, cfg, progress=False)
+    s2 = train(m2, tok, feats, TrainConfig(**{**cfg.__dict__, 'pack': False}), progress=False)
+    assert s1['tokens'] == s2['tokens'] and s1['steps'] == s2['steps']
+    assert s1['pad_fraction'] < s2['pad_fraction']
+    np.testing.assert_allclose(s1['loss'], s2['loss'], atol=1e-4)
+    for (n, a), b in zip(m1.named_parameters(), m2.parameters()): assert torch.allclose(a, b, atol=1e-4), n
+
+def test_packed_lora_trains_adapters_through_target_lm(tok, records):
+    m = smoke(); w0 = weights(m)
+    stats = train(m, tok, records[:16], TrainConfig(lr=1e-2, epochs=1, batch_size=8, mode='lora', max_len=64), progress=False)
+    assert stats['mode'] == 'lora' and not is_lora(m) and type(m).__name__.endswith('ForCausalLM')
+    assert any(not torch.equal(p, w0[n]) for n, p in m.named_parameters())
