@@ -136,7 +136,7 @@ def test_damaged_results_of_a_finished_cell_are_redone(kit, capsys):
     out = capsys.readouterr().out
     assert f"{run/'results.csv'}: truncated" in out and 'runs again' in out
     assert (run/'results.csv').read_bytes() == good and (run/'results.csv.damaged').exists()
-    assert 'final-stage Relative Gain and AP' in out
+    assert 'final-stage Relative Gain (per-seed experts) and AP' in out
 
 def test_sigterm_stops_the_cells_and_resumes(kit):
     "SIGTERM to the runner alone: its kernels are stopped (none is left behind), exit 143, and the same command resumes."
