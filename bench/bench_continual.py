@@ -89,7 +89,7 @@ def run_sequence(way:str, a) -> dict:
     from inscl.evaluate import evaluate_tasks
     from inscl.models import load_model
     from inscl.replay import replay_plan
-    from inscl.train import train, TrainConfig, tokenize_records, packed_grid
+    from inscl.train import train, TrainConfig
     p = _preset(a); data = study_data(p); tasks = task_order(a.order)[:a.stages]
     seed_everything(0)
     model, tok = load_model(p.inscl.model, preset=p.name, seed=p.seed)
@@ -105,7 +105,6 @@ def run_sequence(way:str, a) -> dict:
             if way == 'baseline': s = baseline_train(model, tok, recs, cfg)
             else:
                 s = train(model, tok, recs, cfg, progress=False)
-                L = [len(f['input_ids']) for f in tokenize_records(recs, tok, cfg.max_len)]
                 s['grid'] = round(s['tokens'] / (1 - s['pad_fraction']))
             t2 = time.perf_counter(); T['train'] += t2 - t1
             scores = evaluate_tasks(model, tok, _tests(data, tasks[:i + 1]), p.inscl.max_new_tokens, progress=False)

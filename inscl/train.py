@@ -279,11 +279,6 @@ def _features(data:Sequence[dict], tok, max_len:int) -> list[dict]:
     if not data: raise ValueError("no training data: the list of records or features is empty")
     return list(data) if 'input_ids' in data[0] else tokenize_records(data, tok, max_len)
 
-def _n_tokens(batch:dict) -> int:
-    "Non-padding tokens of a padded batch."
-    m = batch.get('attention_mask')
-    return int(m.sum()) if m is not None else batch['input_ids'].numel()
-
 def _grid_pad_fraction(lengths:list[int], batches:list[list[int]], capacity:int|None) -> float:
     "The padding share of the token grids the loop ran: packed rows of `capacity`, or padded batches (`capacity=None`)."
     if capacity is None: return pad_fraction(lengths, batches)
@@ -328,7 +323,7 @@ def train(model:torch.nn.Module,          # a causal LM (or a peft-wrapped one)
     pmodel, opt, dl, sched = acc.prepare(TargetLM(model) if packed else model, opt, dl, sched)
     n_steps = math.ceil(len(dl) / cfg.grad_accum)       # optimiser steps of this process
 
-    step, tokens, micro, curve, window, done = 0, 0, 0, [], [], False
+    step, micro, curve, window, done = 0, 0, [], [], False
     bar = tqdm(total=n_steps, desc='train', disable=not progress or not acc.is_local_main_process, leave=False)
     gpu = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     t0 = time.perf_counter()
@@ -347,7 +342,7 @@ def train(model:torch.nn.Module,          # a causal LM (or a peft-wrapped one)
                     acc.backward(loss)
                     if acc.sync_gradients and cfg.max_grad_norm: acc.clip_grad_norm_(params, cfg.max_grad_norm)
                     opt.step(); sched.step(); opt.zero_grad()
-                tokens += 0 if packed else _n_tokens(batch); micro += 1; window.append(value)
+                micro += 1; window.append(value)
                 if acc.sync_gradients:
                     step += 1; curve.append(sum(window) / len(window)); window = []
                     bar.update(1)
@@ -362,8 +357,7 @@ def train(model:torch.nn.Module,          # a causal LM (or a peft-wrapped one)
         if wrapped or cfg.mode == 'bitfit':
             for n, p in model.named_parameters(): p.requires_grad_(flags[n])
         model.eval()
-    tokens = int(acc.reduce(torch.tensor(tokens, device=acc.device), 'sum'))
-    if packed: tokens = sum(lengths[i] for b in batches for i in b)   # a packed batch keeps no padding mask to count with
+    tokens = sum(lengths) * cfg.epochs   # the plan's real tokens, over all processes (every example once per epoch)
     n_trainable = sum(p.numel() for p in params)
     return {'steps': step, 'micro_batches': micro, 'examples': len(feats) * cfg.epochs, 'tokens': tokens,
             'seconds': seconds, 'tokens_per_s': tokens / seconds if seconds else float('nan'),

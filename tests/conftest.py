@@ -8,6 +8,11 @@ import torch
 # up to 10x faster on a busy one (measured); INSCL_TEST_THREADS overrides.
 torch.set_num_threads(int(os.environ.get('INSCL_TEST_THREADS', '1')))
 
+# submitit binds its logging handler to the sys.stderr of its import; imported first inside a test, that is the test's
+# capsys stream, closed afterwards, and every later log line of the worker fails. Import it once here, for the whole suite.
+try: import submitit  # noqa: F401
+except ImportError: pass
+
 ROOT = Path(__file__).resolve().parents[1]
 REALDATA = Path(os.environ.get('INSCL_REALDATA', ROOT.parent/'shared'/'realdata'))
 

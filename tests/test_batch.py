@@ -255,9 +255,6 @@ def test_local_workers_get_their_own_gpus(tmp_path, monkeypatch):
     run_grid(cells, jobs=2)
     assert {g for _, g, _ in seen} == {None}
 
-try: import submitit  # noqa: F401  at collection: submitit's logging handler keeps the stderr of its import, which must not be a test's capsys (closed after it)
-except ImportError: pass
-
 def test_executor_flags(kit, capsys, monkeypatch):
     "--executor slurm takes the preset's cluster resources and the partition/account from the flags or the environment."
     import inscl.batch as b
