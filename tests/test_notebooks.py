@@ -1,4 +1,5 @@
-"Each library notebook is a test: its asserts run through nbdev's test API, one pytest test per notebook."
+"""Each library notebook is a test: its fast cells run (as `nbdev-test` runs them, pinned, in a fresh process), their asserts
+pass and their outputs are the committed ones (`inscl-repro outputs --check`); the slow cells run through nbdev's test API."""
 import re
 from pathlib import Path
 import nbformat
@@ -10,11 +11,36 @@ from conftest import ROOT
 NBS = sorted((ROOT/'nbs').glob('[0-9]*.ipynb'))
 SKIP = get_config(ROOT).tst_flags.split()  # 'slow notest'
 
-@pytest.mark.parametrize('nb', NBS, ids=[p.stem for p in NBS])
-def test_notebook(nb):
-    "The notebook's fast cells (what `nbdev-test` runs) pass."
+LIB = [p for p in NBS if 'experiment' not in p.stem]
+EXP = [p for p in NBS if 'experiment' in p.stem]
+
+@pytest.mark.parametrize('nb', EXP, ids=[p.stem for p in EXP])
+def test_experiment_notebook(nb):
+    "An experiment notebook runs end to end with its default parameters (the smoke preset); papermill keeps its outputs in the run folder, not here."
     ok, secs = run_nb(nb, skip_flags=SKIP, basepath=ROOT)
     assert ok, f'{nb.name} failed (details above); run `nbdev-test {nb.relative_to(ROOT)}`'
+
+@pytest.mark.parametrize('nb', LIB, ids=[p.stem for p in LIB])
+def test_notebook(nb):
+    "The notebook's fast cells pass and show what is committed (timings, memory and temporary paths masked)."
+    from inscl.docs import notebook_outputs
+    msgs = notebook_outputs(nb, ROOT, check=True)
+    assert not msgs, (f'{nb.name}: ' + '\n'.join(msgs) + f'\n(if the change is meant: inscl-repro outputs {nb.relative_to(ROOT)})')
+
+def test_course_map():
+    "The course's map names every notebook once, and the index links to each of them."
+    from inscl.docs import COURSE, course_notebooks
+    have = sorted(p.relative_to(ROOT).as_posix() for d in ('nbs', 'reports') for p in (ROOT/d).glob('[0-9]*.ipynb'))
+    assert sorted(course_notebooks()) == have, set(have) ^ set(course_notebooks())
+    index = ''.join(c.source for c in nbformat.read(ROOT/'nbs/index.ipynb', as_version=4).cells)
+    for p in course_notebooks():
+        link = p.removeprefix('nbs/') if p.startswith('nbs/') else '../' + p
+        assert f']({link})' in index, f'nbs/index.ipynb does not link to {link}'
+
+@pytest.mark.parametrize('nb', sorted((ROOT/'nbs').glob('*.ipynb')) + sorted((ROOT/'reports').glob('*.ipynb')), ids=lambda p: p.stem)
+def test_kernel_named(nb):
+    "Jupyter opens every notebook with the kit's kernel, without asking."
+    assert nbformat.read(nb, as_version=4).metadata.get('kernelspec', {}).get('name') == 'python3', nb.name
 
 def _has_slow(nb):
     "Does the notebook have a cell flagged `#| slow`?"
@@ -29,3 +55,13 @@ def test_notebook_slow_cells(nb):
     "The notebook with its `#| slow` cells too (they load real models or train)."
     ok, secs = run_nb(nb, skip_flags=['notest'], force_flags=['slow'], basepath=ROOT)
     assert ok, f'{nb.name} failed with slow cells (details above); run `nbdev-test {nb.relative_to(ROOT)} --flags slow`'
+
+@pytest.mark.parametrize('nb', EXP, ids=[p.stem for p in EXP])
+def test_parameters_typed(nb):
+    "Every papermill parameter is written `name: type = value  # help`, so `papermill --help-notebook` shows its type and help."
+    import papermill as pm
+    params = pm.inspect_notebook(str(nb))
+    assert params, f'{nb.name}: no parameters cell'
+    for name, p in params.items():
+        assert p['inferred_type_name'] not in ('None', None), f'{nb.name}: parameter {name} has no type'
+        assert p['help'], f'{nb.name}: parameter {name} has no help comment'
