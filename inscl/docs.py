@@ -152,6 +152,7 @@ def build_docs(root:Path|str='.', # the kit's root
 _MASKS = [
     (re.compile(r'/tmp/[\w.\-/]+'), '<tmp>'),
     (re.compile(r'0x[0-9a-f]{6,}'), '0x…'),
+    (re.compile(r'\b[0-9a-f]{40}(\+dirty)?'), '<commit>'),          # the git commit a run record names
     (re.compile(r'\d+(\.\d+)?(e[-+]?\d+)?\s?(ms|µs|us|s|sec|seconds|min|minutes|h)\b(?!\w)'), '<time>'),
     (re.compile(r'\d+(\.\d+)?\s?(it|tok|tokens|steps?|examples?|cells?)/s\b'), '<rate>'),
     (re.compile(r'\d+(\.\d+)?\s?(B|KB|KiB|MB|MiB|GB|GiB)\b'), '<mem>'),
