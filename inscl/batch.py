@@ -689,6 +689,11 @@ def _inscl_cells(a, p) -> list[Cell]:
 def _distill_cells(a, p) -> list[Cell]:
     return distill_cells(p, a.methods or p.distill.methods, a.data_seeds if a.data_seeds is not None else p.distill.data_seeds, a.k)
 
+def _preset_grids(a, p) -> tuple[list[Cell], list[Cell]]:
+    "The main job's cells: both grids with the preset's defaults (the command's grid flags are ignored)."
+    a.orders = a.methods = a.seeds = a.data_seeds = a.k = a.ablation_orders = None
+    return _inscl_cells(a, p), _distill_cells(a, p)
+
 def _collect_inscl(cells:list[Cell]) -> pd.DataFrame:
     "The finished continual cells' results, `method` their grid name (`inscl_uniform` apart from `inscl`)."
     fs = [_collect([c], 'results.csv').assign(method=cell_grid_method(c)) for c in cells if c.finished()]
@@ -767,8 +772,7 @@ def _cmd_all(a) -> int:
     t0 = time.perf_counter()
     rc = _cmd_prepare(a)
     p = load_preset(a.preset)
-    a.orders = a.methods = a.seeds = a.data_seeds = a.k = None
-    ci, cd = _inscl_cells(a, p), _distill_cells(a, p)
+    ci, cd = _preset_grids(a, p)
     if a.dry_run: _dry(ci + cd); return rc
     rows = run_grid(ci + cd, a.jobs, a.threads, desc=f'all {p.name}', native=a.native_cpu, executor=_executor(a, p))
     _report_inscl(p, ci); _report_distill(p, cd)
@@ -808,8 +812,9 @@ def runs_lock(folder:Path, # the runs folder a command writes into
         finally: f.seek(0); f.truncate()
 
 def _runs_lock(a, argv:list[str]):
-    "The lock a command needs: its preset's runs folder for the commands that write runs; none for dry runs, the fingerprint and the docs."
-    if a.cmd in ('fingerprint', 'docs', 'outputs') or (a.cmd == 'archive' and not a.restore) or getattr(a, 'dry_run', False): return nullcontext()
+    "The lock a command needs: its preset's runs folder when it writes runs (its parser's `writes_runs`, default yes); none for a dry run."
+    writes = getattr(a, 'writes_runs', True)
+    if not (writes(a) if callable(writes) else writes) or getattr(a, 'dry_run', False): return nullcontext()
     return runs_lock(load_preset(a.preset).runs_dir, 'inscl-repro ' + ' '.join(argv))
 
 def _cmd_fingerprint(a) -> int:
@@ -838,8 +843,7 @@ def _cmd_fingerprint(a) -> int:
 def _cmd_archive(a) -> int:
     "Copy the preset's finished grid cells into `reports/archive/<preset>` (`--restore`: back into its runs folder)."
     p = load_preset(a.preset)
-    a.orders = a.methods = a.seeds = a.data_seeds = a.k = None
-    cells, where = _inscl_cells(a, p) + _distill_cells(a, p), kit_root()/ARCHIVE_DIR/p.name
+    cells, where = sum(_preset_grids(a, p), []), kit_root()/ARCHIVE_DIR/p.name
     if a.restore:
         done = restore_cells(cells, where)
         print(f'archive: restored {len(done)} finished cells from {where} into {p.runs_dir} '
@@ -855,10 +859,10 @@ def _cmd_docs(a) -> int:
 
 def _cmd_outputs(a) -> int:
     "Re-execute library notebooks and commit their outputs, or check them against a fresh run (`--check`), each in a fresh pinned process."
-    from inscl.docs import course_notebooks, notebook_outputs
+    from inscl.docs import library_notebooks, notebook_outputs
     from tqdm.auto import tqdm
     root = kit_root()
-    nbs = [Path(p).resolve() for p in a.notebooks] or [root/p for p in course_notebooks() if p.startswith('nbs/') and 'experiment' not in p]
+    nbs = [Path(p).resolve() for p in a.notebooks] or [root/p for p in library_notebooks()]
     if missing := [str(p) for p in nbs if not p.is_file()]: raise ValueError(f"no such notebook: {', '.join(missing)}")
     bad = 0
     for p in (bar := tqdm(nbs, unit='nb', desc='outputs check' if a.check else 'outputs')):
@@ -929,21 +933,21 @@ def _parser() -> argparse.ArgumentParser:
     common(sp, preset=False)
     sp.add_argument('--update', action='store_true', help='rewrite tests/fingerprints.json (say in the commit which change moved the numbers)')
     sp.add_argument('--keep', default=None, help='run the cells in this folder and keep it (default: a temporary folder, removed)')
-    sp.set_defaults(fn=_cmd_fingerprint)
+    sp.set_defaults(fn=_cmd_fingerprint, writes_runs=False)
     sp = sub.add_parser('archive', help="copy the preset's finished grid cells (no checkpoints) into reports/archive/<preset>, to commit; --restore copies them back")
     common(sp, grid=False)
     sp.add_argument('--restore', action='store_true', help='copy the archived cells that are not finished in the runs folder into it (then `all` resumes)')
-    sp.set_defaults(fn=_cmd_archive)
+    sp.set_defaults(fn=_cmd_archive, writes_runs=lambda a: a.restore)
     sp = sub.add_parser('docs', help="build the course's website offline into _site/ (Sphinx + MyST-NB; needs the docs extra)")
     common(sp, grid=False, preset=False)
     sp.add_argument('--out', default='_site', help='the folder the site is built into, replaced (default: _site)')
     sp.add_argument('--verbose', action='store_true', help="show Sphinx's progress")
-    sp.set_defaults(fn=_cmd_docs)
+    sp.set_defaults(fn=_cmd_docs, writes_runs=False)
     sp = sub.add_parser('outputs', help="re-execute the library notebooks' fast cells and save their outputs (--check: compare instead)")
     common(sp, grid=False, preset=False)
     sp.add_argument('notebooks', nargs='*', help='notebooks (default: every library notebook of the course)')
     sp.add_argument('--check', action='store_true', help='do not write: exit 1 naming each cell whose committed output differs')
-    sp.set_defaults(fn=_cmd_outputs)
+    sp.set_defaults(fn=_cmd_outputs, writes_runs=False)
     return ap
 
 def main(argv:list[str]|None=None # command-line arguments (default: sys.argv[1:])

@@ -9,8 +9,9 @@ from pathlib import Path
 import nbformat
 
 # %% auto #0
-__all__ = ['COURSE', 'KERNELSPEC', 'course_notebooks', 'set_kernel', 'doc_cells', 'docments_fields', 'stage_docs', 'build_docs',
-           'mask', 'execute_nb', 'shown', 'write_outputs', 'outputs_differ', 'notebook_outputs']
+__all__ = ['COURSE', 'KERNELSPEC', 'course_notebooks', 'library_notebooks', 'set_kernel', 'doc_cells', 'docments_fields',
+           'stage_docs', 'build_docs', 'mask', 'execute_nb', 'shown', 'write_outputs', 'outputs_differ',
+           'notebook_outputs']
 
 # %% ../nbs/09c_docs.ipynb #5e639968
 COURSE = {
@@ -30,6 +31,10 @@ def course_notebooks() -> list[str]:
     "Every notebook of the course, in reading order, as paths relative to the kit's root."
     return [p for part in COURSE.values() for p in part]
 
+def library_notebooks() -> list[str]:
+    "The course's library notebooks (those that export a module): committed with their outputs."
+    return [p for p in course_notebooks() if p.startswith('nbs/') and 'experiment' not in p]
+
 # %% ../nbs/09c_docs.ipynb #8b5861f6
 KERNELSPEC = {'display_name': 'python3', 'language': 'python', 'name': 'python3'}  # as nbdev-clean writes it
 
@@ -40,20 +45,14 @@ def set_kernel(nb:dict # a notebook, as nbformat reads it
     return nb
 
 # %% ../nbs/09c_docs.ipynb #f12ba14b
-_DIRECTIVE = re.compile(r'^\s*#\s*\|.*$\n?', re.M)
-
 def doc_cells(nb:dict # a notebook, as nbformat reads it
              ) -> dict:
-    "A copy of `nb` for the site: `#| hide` cells dropped, nbdev directive lines removed, empty code cells dropped."
-    nb = nbformat.from_dict(json.loads(json.dumps(nb)))
-    keep = []
-    for c in nb.cells:
-        if c.cell_type == 'code':
-            if re.search(r'^\s*#\s*\|\s*hide\b', c.source, re.M): continue
-            c.source = _DIRECTIVE.sub('', c.source).strip('\n')
-            if not c.source.strip(): continue
-        keep.append(c)
-    nb.cells = keep
+    "A copy of `nb` for the site: `#| hide` cells dropped, nbdev directive lines removed (nbdev's `NBProcessor`), empty code cells dropped."
+    from fastcore.nbio import dict2nb, nb2str
+    from nbdev.process import NBProcessor
+    proc = NBProcessor(nb=dict2nb(json.loads(json.dumps(nb))), rm_directives=True).nb
+    proc.cells = [c for c in proc.cells if c.cell_type != 'code' or ('hide' not in c.directives_ and c.source.strip())]
+    nb = nbformat.reads(nb2str(proc), as_version=4)
     nb.metadata['language_info'] = {'name': 'python', 'pygments_lexer': 'ipython3'}  # what the site highlights code as
     return nb
 
@@ -109,13 +108,12 @@ def stage_docs(root:Path|str, # the kit's root (holds nbs/, reports/, inscl/)
               ) -> Path:
     "Stage the site's sources into `src`: the course's notebooks (as `doc_cells`), the index with its navigation, the figures, the API pages and `conf.py`."
     root, src = Path(root), Path(src)
+    nav = [_toctree(part, pages, rel='/') for part, pages in COURSE.items()] + [
+           _toctree('The library, module by module', ['api/index'], rel='/')]
     for p in course_notebooks() + ['nbs/index.ipynb']:
         if not (root/p).exists(): raise FileNotFoundError(f'{root/p}: a notebook of the course (inscl.docs.COURSE) is missing')
         nb = doc_cells(nbformat.read(root/p, as_version=4))
-        if p == 'nbs/index.ipynb':
-            nav = [_toctree(part, pages, rel='/') for part, pages in COURSE.items()]
-            nav.append(_toctree('The library, module by module', ['api/index'], rel='/'))
-            nb.cells.append(nbformat.v4.new_markdown_cell('\n\n'.join(nav)))
+        if p == 'nbs/index.ipynb': nb.cells.append(nbformat.v4.new_markdown_cell('\n\n'.join(nav)))   # the site's navigation
         (src/p).parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, src/p)
     if (root/'reports/figures').is_dir(): shutil.copytree(root/'reports/figures', src/'reports/figures')
@@ -167,21 +165,17 @@ def mask(text:str, # an output's text
     return text
 
 # %% ../nbs/09c_docs.ipynb #fa6a840d
-def _flags(src:str) -> set[str]:
-    "The flags of a cell's `#| ...` directives (`#| slow` gives {'slow'})."
-    return {w for line in re.findall(r'^\s*#\s*\|\s*(.+)$', src, re.M) for w in line.split()}
-
 def execute_nb(path:Path|str, # a notebook of the kit
                skip:list[str]=('slow', 'notest'), # cells flagged with one of these are not run
                timeout:int|None=600 # seconds before a cell times out
               ):
     "Run `path`'s cells (less the `skip` ones) in a fresh execnb shell in the notebook's folder; return the notebook with their outputs."
-    from fastcore.nbio import read_nb
     from execnb.shell import CaptureShell
+    from nbdev.process import NBProcessor
     from fastcore.xtras import working_directory
     import os
     path = Path(path).resolve()
-    nb = read_nb(path)
+    nb = NBProcessor(path, rm_directives=False).nb   # each cell's `directives_`, parsed as nbdev-test parses them
     for c in nb.cells:
         if c.cell_type == 'code': c.outputs = []
     sh = CaptureShell(path)
@@ -190,7 +184,7 @@ def execute_nb(path:Path|str, # a notebook of the kit
     try:
         with working_directory(path.parent):
             sh.run_all(nb, exc_stop=True, cell_timeout=timeout,
-                       preproc=lambda c: c.cell_type != 'code' or bool(_flags(c.source) & set(skip)))
+                       preproc=lambda c: c.cell_type != 'code' or bool(set(skip) & c.directives_.keys()))
     except BaseException as e:
         if isinstance(e, KeyboardInterrupt): raise
         raise RuntimeError(f"{path.name}: a cell failed\n{sh.prettytb(fname=path) or repr(e)}") from None
@@ -200,23 +194,9 @@ def execute_nb(path:Path|str, # a notebook of the kit
     return nb
 
 # %% ../nbs/09c_docs.ipynb #41255e90
-def shown(outputs:list, # a cell's outputs
-          root:Path|str|None=None # the kit's root, masked as `<kit>`
-         ) -> list[str]:
-    "What a reader sees of a cell's outputs, as masked text: stdout and results, `<image>` for a figure, stderr dropped."
-    res = []
-    for o in outputs:
-        kind = o.get('output_type')
-        if kind == 'stream' and o.get('name') == 'stdout': res.append(mask(''.join(o.get('text', '')), root))
-        elif kind in ('execute_result', 'display_data'):
-            data = o.get('data', {})
-            if any(k.startswith('image/') for k in data): res.append('<image>')
-            elif 'text/plain' in data: res.append(mask(''.join(data['text/plain']), root))
-    return res
-
 def _kept(o:dict, root) -> dict|None:
-    "The output `o` as committed: stderr dropped, text masked, execution counts cleared."
-    kind = o.get('output_type')
+    "The output `o` as committed (a shallow copy): stderr dropped, text masked, metadata and execution counts cleared."
+    o, kind = dict(o), o.get('output_type')
     if kind == 'stream':
         if o.get('name') != 'stdout': return None
         o['text'] = mask(''.join(o['text']), root)
@@ -225,6 +205,18 @@ def _kept(o:dict, root) -> dict|None:
         o['metadata'] = {}
         if kind == 'execute_result': o['execution_count'] = None
     return o
+
+def shown(outputs:list, # a cell's outputs
+          root:Path|str|None=None # the kit's root, masked as `<kit>`
+         ) -> list[str]:
+    "What a reader sees of a cell's outputs (as `_kept` commits them), as text: stdout and results, `<image>` for a figure."
+    res = []
+    for o in filter(None, (_kept(o, root) for o in outputs)):
+        if o['output_type'] == 'stream': res.append(o['text'])
+        elif o['output_type'] in ('execute_result', 'display_data'):
+            if any(k.startswith('image/') for k in o['data']): res.append('<image>')
+            elif 'text/plain' in o['data']: res.append(o['data']['text/plain'])
+    return res
 
 def write_outputs(path:Path|str, # a notebook of the kit
                   root:Path|str='.', # the kit's root, masked in the outputs
@@ -236,7 +228,7 @@ def write_outputs(path:Path|str, # a notebook of the kit
     nb = execute_nb(path, skip)
     for c in nb.cells:
         if c.cell_type != 'code': continue
-        c.outputs = [o for o in (_kept(o, root) for o in c.outputs) if o is not None]
+        c.outputs = list(filter(None, (_kept(o, root) for o in c.outputs)))
         c.execution_count = None
         c.metadata = {k: v for k, v in c.metadata.items() if k == 'tags'}
     set_kernel(nb)
@@ -263,7 +255,9 @@ from pathlib import Path
 import nbformat
 from inscl.docs import execute_nb, outputs_differ, write_outputs
 path, root, check, out = Path(sys.argv[1]), sys.argv[2], sys.argv[3] == '1', Path(sys.argv[4])
-try: msgs = outputs_differ(nbformat.read(path, as_version=4), execute_nb(path), root) if check else (write_outputs(path, root), [])[1]
+try:
+    if check: msgs = outputs_differ(nbformat.read(path, as_version=4), execute_nb(path), root)
+    else: write_outputs(path, root); msgs = []
 except RuntimeError as e: msgs = [str(e)]
 out.write_text(json.dumps(msgs))
 """

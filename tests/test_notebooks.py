@@ -11,7 +11,8 @@ from conftest import ROOT
 NBS = sorted((ROOT/'nbs').glob('[0-9]*.ipynb'))
 SKIP = get_config(ROOT).tst_flags.split()  # 'slow notest'
 
-LIB = [p for p in NBS if 'experiment' not in p.stem]
+from inscl.docs import library_notebooks
+LIB = [ROOT/p for p in library_notebooks()]
 EXP = [p for p in NBS if 'experiment' in p.stem]
 
 @pytest.mark.parametrize('nb', EXP, ids=[p.stem for p in EXP])
