@@ -233,8 +233,8 @@ def _check_results(study:str, path:Path, n_rows:int|None=None, digest:str|None=N
         from inscl.continual import check_results
         return check_results(path, n_rows, digest)
     if study == 'distill':
-        from inscl.distill import RESULT_COLUMNS
-        return check_table(path, RESULT_COLUMNS, n_rows, digest)
+        from inscl.schemas import DISTILL_COLUMNS
+        return check_table(path, DISTILL_COLUMNS, n_rows, digest)
     return check_table(path, list(load_table(path).columns), n_rows, digest)
 
 def _set_aside(c:Cell, why:str) -> str:
@@ -255,20 +255,21 @@ def inscl_cells(p:Preset,                # the preset
                 ablation_orders:list[str]|None=None, # the orders the ablations (wdist, insinfo, inscl_uniform) run on (None: all)
                ) -> list[Cell]:
     "The continual study's grid cells: every method on every order, the ablations on `ablation_orders` only."
-    from inscl.continual import GRID_METHODS, ABLATIONS, continual_variant, run_name
+    from inscl.continual import GRID_METHODS, ABLATIONS, continual_variant
+    from inscl.schemas import continual_run_id, experts_run_id
     from inscl.data import task_order
     out = Path(out or p.runs_dir/'inscl')
     for o in [*orders, *(ablation_orders or [])]: task_order(o)   # a ValueError naming a bad order
     if (bad := [m for m in methods if m not in GRID_METHODS]): raise ValueError(f"unknown replay method {bad[0]!r}; expected one of: {', '.join(GRID_METHODS)}")
     base = dict(preset=p.name, out_dir=str(out))
-    cells = [Cell('inscl', f'experts-{p.name}-s{s}', dict(base, order='curriculum', method='experts', seed=s), out/f'experts-{p.name}-s{s}', 200)
+    cells = [Cell('inscl', experts_run_id(p.name, s), dict(base, order='curriculum', method='experts', seed=s), out/experts_run_id(p.name, s), 200)
              for s in seeds if experts]
     for s in seeds:
         for o in orders:
             for g in methods:
                 if g in ABLATIONS and ablation_orders is not None and o not in ablation_orders: continue
                 m, w = continual_variant(g)
-                rid = run_name(p.name, o, m, s, w or p.inscl.weights)
+                rid = continual_run_id(p.name, o, m, s, w or p.inscl.weights)
                 cells.append(Cell('inscl', rid, dict(base, order=o, method=m, seed=s, **({'weights': w} if w else {})), out/rid, 150 if m == 'none' else 190))
     return cells
 
@@ -473,7 +474,7 @@ def inscl_summary(res:pd.DataFrame,     # the grid's tidy results, `method` the 
                            f"{', '.join(w.index[w.weak])} (rg_with_weak keeps them)")
     return verdict_runs(res, experts, floor)
 
-def distill_summary(res:pd.DataFrame # the distillation grid's tidy results (`distill.RESULT_COLUMNS`)
+def distill_summary(res:pd.DataFrame # the distillation grid's tidy results (`schemas.DISTILL_COLUMNS`)
                    ) -> pd.DataFrame:
     "Per method (and mode): mean over data seeds of accuracy, AUC and calibrated accuracy, in-domain and OOD, with seed counts."
     r = res.query("heuristic == 'all' and label == 'all'").assign(method=lambda d: d.method + d['mode'].map(lambda m: '' if m == '-' else f'-{m}'))
@@ -572,11 +573,11 @@ def fingerprint_entry(text:str # a canonical text
 def fingerprint_cells(out:Path # a scratch runs folder
                      ) -> list[Cell]:
     "The three cells the fingerprint runs: smoke continual (InsCL), smoke distillation (cd), two stages of tiny continual."
-    from inscl.continual import run_name
+    from inscl.schemas import continual_run_id
     from inscl.distill import distill_run_id
     smoke, tiny = load_preset('smoke'), load_preset('tiny')
-    ci = run_name('smoke', 'curriculum', 'inscl', 0, smoke.inscl.weights)
-    ct = run_name('tiny', 'curriculum', 'random', 0, tiny.inscl.weights)
+    ci = continual_run_id('smoke', 'curriculum', 'inscl', 0, smoke.inscl.weights)
+    ct = continual_run_id('tiny', 'curriculum', 'random', 0, tiny.inscl.weights)
     cd = distill_run_id('cd', smoke, None, 0, None, None)
     base = dict(order='curriculum', seed=0, out_dir=str(out/'inscl'))
     return [Cell('inscl', ct, dict(base, preset='tiny', method='random', stages=2), out/'inscl'/ct, 60),
@@ -702,7 +703,8 @@ def _collect_inscl(cells:list[Cell]) -> pd.DataFrame:
 
 def _report_inscl(p, cells):
     "Print and save the continual grid's summary and its verdict tables (`continual_runs-<preset>.csv`, `continual_paired-<preset>.csv`)."
-    from inscl.metrics import paired_differences, VERDICT_COLUMNS
+    from inscl.metrics import paired_differences
+    from inscl.schemas import VERDICT_COLUMNS
     runs = [c for c in cells if c.params['method'] != 'experts']
     res, experts = _collect_inscl(runs), _collect([c for c in cells if c.params['method'] == 'experts'], 'experts.csv')
     if not len(res) or not len(experts): return

@@ -14,18 +14,17 @@ from .presets import Preset, load_preset, seed_everything
 from .files import atomic_write, save_json, load_json, save_table, load_table, check_table
 from .data import builtin_superni, builtin_size, load_superni, task_order
 from .models import load_model
-from .replay import replay_plan, METHODS
+from .replay import replay_plan, REPLAY_METHODS
 from .train import train, TrainConfig
 from .evaluate import evaluate_tasks
 from .cluster import is_main_process, wait_for_everyone, unshard
+from .schemas import CONTINUAL_COLUMNS, continual_run_id, experts_run_id
 
 # %% auto #0
-__all__ = ['RESULT_COLUMNS', 'GRID_METHODS', 'ABLATIONS', 'study_data', 'run_name', 'continual_variant', 'continual_grid_name',
-           'check_results', 'run_continual', 'replay_mechanics', 'train_experts', 'per_process']
+__all__ = ['GRID_METHODS', 'ABLATIONS', 'study_data', 'continual_variant', 'continual_grid_name', 'check_results',
+           'run_continual', 'replay_mechanics', 'train_experts', 'per_process']
 
 # %% ../nbs/07_continual.ipynb #c0892b27
-RESULT_COLUMNS = ['run_id', 'study', 'order', 'method', 'seed', 'stage', 'trained_task', 'eval_task', 'rougeL', 'exact_match']
-
 def _subsample(records:list[dict], # records with a `category`
                n:int,              # records per category (0: all)
                seed:int,           # the shuffle's seed
@@ -53,14 +52,6 @@ def study_data(p:Preset,            # the preset (its `inscl` part and seed)
     else: raise ValueError(f"preset {p.name!r}: inscl.data={src!r}; expected 'builtin' or 'local:PATH' (a natural-instructions tasks/ folder)")
     return {'train': _subsample(d['train'], n_tr, p.seed if seed is None else seed, f'{src} (train split, inscl.n_train_per_task)'),
             'test': _subsample(d['test'], p.inscl.n_test_per_task, p.seed, f'{src} (test split, inscl.n_test_per_task)')}
-
-# %% ../nbs/07_continual.ipynb #4c654af5
-def run_name(preset:str, order:str, method:str, seed:int, weights:str='real', replay_per_task:int|None=None) -> str:
-    "The run id: `preset-order-method-s<seed>`, plus the weights and budget when they are not the preset's."
-    rid = f'{preset}-{order}-{method}-s{seed}'
-    if weights != 'real': rid += f'-{weights}'
-    if replay_per_task is not None: rid += f'-r{replay_per_task}'
-    return rid
 
 # %% ../nbs/07_continual.ipynb #9d259ebf
 GRID_METHODS = ('none', 'random', 'inscl', 'wdist', 'insinfo', 'inscl_uniform')  # the paper's main methods and its ablations
@@ -120,7 +111,7 @@ def _rows(rid:str, order:str, method:str, seed:int, # the run's identity
     return [dict(run_id=rid, study='inscl', order=order, method=method, seed=seed, stage=e['stage'], trained_task=e['task'],
                  eval_task=s['eval_task'], rougeL=s['rougeL'], exact_match=s['exact_match']) for e in finished for s in e['scores']]
 
-def _csv(rows:list[dict]) -> str: return pd.DataFrame(rows, columns=RESULT_COLUMNS).to_csv(index=False)
+def _csv(rows:list[dict]) -> str: return pd.DataFrame(rows, columns=CONTINUAL_COLUMNS).to_csv(index=False)
 
 def _sync_results(path:Path,     # the run's `results.csv`
                   rows:list[dict] # the committed rows
@@ -140,7 +131,7 @@ def check_results(path:Path|str,         # a continual `results.csv` or an `expe
                   digest:str|None=None   # the sha256 the run recorded (`inscl.files.file_digest`)
                  ) -> pd.DataFrame:
     "Read a continual results table if it is complete and as recorded; else raise a ValueError naming the file."
-    df = check_table(path, RESULT_COLUMNS, n_rows, digest, key=['run_id', 'stage', 'eval_task'])
+    df = check_table(path, CONTINUAL_COLUMNS, n_rows, digest, key=['run_id', 'stage', 'eval_task'])
     if (bad := df.index[df.isna().any(axis=1)]).size:
         raise ValueError(f"{path} line {bad[0] + 2}: an empty field ({bad.size} such rows)")
     return df
@@ -207,12 +198,12 @@ def run_continual(order:str,                    # `curriculum`, `random` or `dif
     "Train `order` stage by stage with replay `method`; return (and keep on disk) the tidy results table. Resumes."
     p = preset if isinstance(preset, Preset) else load_preset(preset)
     main = is_main_process()   # under `accelerate launch` only the main process evaluates and writes (True in one process)
-    if method not in METHODS: raise ValueError(f"unknown method {method!r}; expected one of: {', '.join(METHODS)}")
+    if method not in REPLAY_METHODS: raise ValueError(f"unknown method {method!r}; expected one of: {', '.join(REPLAY_METHODS)}")
     tasks = task_order(order) if isinstance(order, str) else list(order)
     oname = order if isinstance(order, str) else 'custom'
     w = weights or p.inscl.weights
     rpt = p.inscl.replay_per_task if replay_per_task is None else replay_per_task
-    rid = run_name(p.name, oname, method, seed, w, None if replay_per_task is None else rpt)
+    rid = continual_run_id(p.name, oname, method, seed, w, None if replay_per_task is None else rpt)
     run = Path(out_dir or p.runs_dir/'inscl')/rid
     n_stages = len(tasks) if stages is None else min(stages, len(tasks))
     state_path, results = run/'state.json', run/'results.csv'
@@ -222,7 +213,7 @@ def run_continual(order:str,                    # `curriculum`, `random` or `dif
     if len(state['finished']) >= n_stages:
         rows = _rows(rid, oname, method, seed, state['finished'])
         if main: _sync_results(results, rows)
-        return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+        return pd.DataFrame(rows, columns=CONTINUAL_COLUMNS)
 
     data = study_data(p, seed)
     seen = {r['category'] for r in data['train']}
@@ -265,7 +256,7 @@ def run_continual(order:str,                    # `curriculum`, `random` or `dif
             if d.is_dir() and d.name.startswith('checkpoint') and d.name != state['checkpoint']: shutil.rmtree(d)  # the previous stage's
         wait_for_everyone()
     if not main: state = load_json(state_path)   # what the main process committed
-    return pd.DataFrame(_rows(rid, oname, method, seed, state['finished']), columns=RESULT_COLUMNS)
+    return pd.DataFrame(_rows(rid, oname, method, seed, state['finished']), columns=CONTINUAL_COLUMNS)
 
 # %% ../nbs/07_continual.ipynb #18ecb84e
 def replay_mechanics(runs_dir:Path|str, # the runs root (holds `inscl/`)
@@ -297,7 +288,7 @@ def train_experts(preset:str|Preset='smoke',     # a preset name or object
     p = preset if isinstance(preset, Preset) else load_preset(preset)
     main = is_main_process()   # under `accelerate launch` only the main process evaluates and writes
     tasks = tasks or task_order('curriculum')
-    path = Path(out_dir or p.runs_dir/'inscl')/f'experts-{p.name}-s{seed}'/'experts.csv'
+    path = Path(out_dir or p.runs_dir/'inscl')/experts_run_id(p.name, seed)/'experts.csv'
     rows = []
     if path.exists():
         try: rows = check_results(path).to_dict('records')
@@ -313,12 +304,12 @@ def train_experts(preset:str|Preset='smoke',     # a preset name or object
             model = unshard(model, lambda: load_model(p.inscl.model, preset=p.name, seed=seed)[0])
             if not main: wait_for_everyone(); continue
             s = evaluate_tasks(model, tok, {t: [r for r in data['test'] if r['category'] == t]}, p.inscl.max_new_tokens, progress=False)[0]
-            rows.append(dict(run_id=f'experts-{p.name}-s{seed}', study='inscl', order='expert', method='expert', seed=seed,
+            rows.append(dict(run_id=experts_run_id(p.name, seed), study='inscl', order='expert', method='expert', seed=seed,
                              stage=0, trained_task=t, eval_task=t, rougeL=s['rougeL'], exact_match=s['exact_match']))
-            save_table(pd.DataFrame(rows, columns=RESULT_COLUMNS), path)  # one expert per atomic write: a kill loses at most the one in training
+            save_table(pd.DataFrame(rows, columns=CONTINUAL_COLUMNS), path)  # one expert per atomic write: a kill loses at most the one in training
             wait_for_everyone()
         if not main: rows = check_results(path).to_dict('records')   # what the main process wrote
-    return pd.DataFrame([r for r in rows if r['eval_task'] in tasks], columns=RESULT_COLUMNS)
+    return pd.DataFrame([r for r in rows if r['eval_task'] in tasks], columns=CONTINUAL_COLUMNS)
 
 # %% ../nbs/07_continual.ipynb #22ff7bb8
 def per_process(p:Preset, # the preset

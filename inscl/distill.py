@@ -23,12 +23,11 @@ from .presets import Preset, load_preset, seed_everything
 from .train import MODES, TrainConfig, train
 
 # %% auto #0
-__all__ = ['CE_KINDS', 'METHODS', 'METHOD_NAMES', 'TRAINED', 'METHOD_CE', 'KL_KINDS', 'LABEL_NAMES', 'PHASES', 'RESULT_COLUMNS',
+__all__ = ['CE_KINDS', 'DISTILL_METHODS', 'METHOD_NAMES', 'TRAINED', 'METHOD_CE', 'KL_KINDS', 'LABEL_NAMES', 'PHASES',
            'RESULTS_VERSION', 'check_alpha_tau', 'distill_loss', 'answer_kl', 'parse_method', 'method_label',
            'distill_data', 'records_hash', 'TeacherProbs', 'teacher_cache_path', 'teacher_probs', 'calibrated_teacher',
            'load_tokenizer', 'check_same_tokenizer', 'student_features', 'collate_last', 'last_logits', 'student_loss',
-           'train_student', 'predict_nli', 'summarize_nli', 'measure_peak_memory', 'run_name', 'distill_run_id',
-           'run_distill']
+           'train_student', 'predict_nli', 'summarize_nli', 'measure_peak_memory', 'distill_run_id', 'run_distill']
 
 # %% ../nbs/08a_distill.ipynb #cd20a916
 CE_KINDS = ('vocab', 'answer')   # the CE term: over the whole vocabulary (Mosbach's PBFT) or over the answer words only
@@ -81,7 +80,7 @@ def answer_kl(teacher_logits:np.ndarray, # (n, A) teacher answer-word logits
 from .metrics import auc   # ROC AUC of p(entailed) against gold; NaN with one class (defined in inscl.metrics, shared with the probe and the reports)
 
 # %% ../nbs/08a_distill.ipynb #a10e9be7
-METHODS = ('icl', 'zero_shot', 'pbft', 'pbft_answer', 'cd')
+DISTILL_METHODS = ('icl', 'zero_shot', 'pbft', 'pbft_answer', 'cd')
 METHOD_NAMES = ('icl', 'icl-teacher', 'icl-student', 'zero_shot', 'pbft', 'pbft_answer', 'cd')
 TRAINED = ('pbft', 'pbft_answer', 'cd')   # the methods that train the student
 METHOD_CE = {'pbft': 'vocab', 'pbft_answer': 'answer', 'cd': 'vocab'}   # each trained method's CE term (see `CE_KINDS`)
@@ -430,13 +429,11 @@ def measure_peak_memory(method:str,               # a name in `METHOD_NAMES`
     return rep if details else rep['peak_mb']
 
 # %% ../nbs/08a_distill.ipynb #75721004
-RESULT_COLUMNS = ['run_id', 'method', 'teacher', 'student', 'k', 'data_seed', 'pattern', 'mode', 'calibration', 'split', 'heuristic',
-                  'label', 'accuracy', 'n', 'peak_mem_mb', 'train_seconds', 'auc', 'calibrated_accuracy', 'prior_accuracy', 'non_answer_rate',
-                  'vocab_accuracy']
+from .schemas import DISTILL_COLUMNS   # the columns (spelled once, in inscl.schemas: the reports read them too)
 RESULTS_VERSION = 2   # run.json `results_version`: 2 added query_id, vocab_correct/vocab_accuracy and Mosbach's PBFT; older runs are redone
 
-def run_name(preset:str, method:str, k:int, data_seed:int, pattern:str, mode:str='-', kl:str='answer', extra:dict|None=None,
-             calibration:str='none') -> str:
+def _run_id(preset:str, method:str, k:int, data_seed:int, pattern:str, mode:str='-', kl:str='answer', extra:dict|None=None,
+            calibration:str='none') -> str:
     "The run id: `preset-method[-mode]-k<k>-pattern-s<seed>`, plus `-vocab`, a hash of any overrides, and `-<calibration>` unless `none`."
     rid = f"{preset}-{method_label(method)}" + (f'-{mode}' if mode != '-' else '') + f'-k{k}-{pattern}-s{data_seed}'
     if kl != 'answer': rid += f'-{kl}'
@@ -498,7 +495,7 @@ def _resolve(method, preset, k, data_seed, pattern, student_mode, kl, alpha, tau
     r = dict(p=p, d=d, m=m, role=role, label=method_label(method), pattern=pname, mode=mode, alpha=alpha, tau=tau, trains=trains,
              data_seed=d.data_seeds[0] if data_seed is None else data_seed, k=(d.k if k is None else k) if m in ('icl', 'cd') else 0,
              calibration=calibration, ce=ce)
-    r['run_id'] = run_name(p.name, r['label'], r['k'], r['data_seed'], pname, mode, kl if m == 'cd' else 'answer', extra, calibration)
+    r['run_id'] = _run_id(p.name, r['label'], r['k'], r['data_seed'], pname, mode, kl if m == 'cd' else 'answer', extra, calibration)
     return r
 
 def _progress(run:Path, stage:str):
@@ -590,7 +587,7 @@ def run_distill(method:str,                      # a name in `METHOD_NAMES`
     base = dict(run_id=rid, method=label, teacher=d.teacher, student=d.student, k=k, data_seed=data_seed, pattern=pname, mode=mode,
                 calibration=cal, peak_mem_mb=peak, train_seconds=round(train_seconds, 2))
     rows = [{**base, **r} for s, t in tables.items() for r in summarize_nli(t, s)]
-    df = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    df = pd.DataFrame(rows, columns=DISTILL_COLUMNS)
     preds = pd.concat([t.assign(split=s) for s, t in tables.items()], ignore_index=True)
     save_table(preds, run/'predictions.csv')
     save_table(df, run/'results.csv')

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['RUN_COLUMNS', 'VERDICT_COLUMNS', 'PAIRED_COLUMNS', 'COMPARISONS', 'VERDICT_METRICS', 'PAPER_EFFECTS', 'run_groups',
-           'trained_order', 'score_matrices', 'score_matrix', 'expert_scores', 'relative_gain', 'average_performance',
-           'forgetting', 'backward_transfer', 'auc', 'final_metrics', 'weak_experts', 'verdict_runs', 't_interval',
-           'paired_power', 'pairs_for_power', 'paired_differences']
+__all__ = ['RUN_COLUMNS', 'COMPARISONS', 'VERDICT_METRICS', 'PAPER_EFFECTS', 'run_groups', 'trained_order', 'score_matrices',
+           'score_matrix', 'expert_scores', 'relative_gain', 'average_performance', 'forgetting', 'backward_transfer',
+           'auc', 'final_metrics', 'weak_experts', 'verdict_runs', 't_interval', 'paired_power', 'pairs_for_power',
+           'paired_differences']
 
 # %% ../nbs/07a_metrics.ipynb #4c8e7064
 RUN_COLUMNS = ['run_id', 'study', 'order', 'method', 'seed']  # columns that describe a run, carried into every metric table
@@ -211,8 +211,7 @@ def final_metrics(df:pd.DataFrame,                              # the tidy resul
     return out.rename(columns={'stage': 'final_stage'})[[*ids, 'n_stages', 'final_stage', *(['RG'] if experts is not None else []), 'AP', 'forgetting', 'BWT']]
 
 # %% ../nbs/07a_metrics.ipynb #345b6f2c
-VERDICT_COLUMNS = ['order', 'method', 'weights', 'seed', 'rg', 'ap', 'forgetting', 'bwt']   # continual_runs.csv (then rg_with_weak, rg_tasks, n_stages, run_id)
-PAIRED_COLUMNS = ['comparison', 'metric', 'n_pairs', 'mean_diff', 'ci_low', 'ci_high', 'interval', 'sd_diff', 'paper_effect', 'pairs_for_80pct_power']
+from .schemas import VERDICT_COLUMNS, PAIRED_COLUMNS   # continual_runs.csv and continual_paired.csv (spelled once, in inscl.schemas)
 COMPARISONS = ('inscl-random', 'inscl-none', 'wdist-random', 'insinfo-random', 'inscl-inscl_uniform')
 VERDICT_METRICS = ('rg', 'rg_with_weak', 'ap', 'forgetting', 'bwt')
 PAPER_EFFECTS = {('inscl-random', 'rg'): 3.0, ('inscl-none', 'rg'): 27.96}   # the paper's headline, RG points after 16 stages

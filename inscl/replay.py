@@ -13,7 +13,7 @@ from .insinfo import get_tagger, insinfo_scores, normalize_tag, tag_merges
 from .allocation import budget_tv
 
 # %% auto #0
-__all__ = ['METHODS', 'sample_replay', 'replay_budget', 'replay_plan']
+__all__ = ['REPLAY_METHODS', 'sample_replay', 'replay_budget', 'replay_plan']
 
 # %% ../nbs/05_replay.ipynb #a281f70e
 def _ranked(scores, instructions:list[str]) -> list[tuple[str, float]]:
@@ -62,7 +62,7 @@ def sample_replay(records:Sequence[dict],   # one previous task's training recor
     return [records[i] for i in sorted(picked)]
 
 # %% ../nbs/05_replay.ipynb #138a3167
-METHODS = ('none', 'random', 'inscl', 'wdist', 'insinfo')
+REPLAY_METHODS = ('none', 'random', 'inscl', 'wdist', 'insinfo')
 
 
 def _cap_budget(budget:dict,    # task -> wanted count
@@ -105,14 +105,14 @@ def _train_records(records) -> list[dict]:
 
 def replay_budget(order,                     # an order name ('curriculum', ...) or a list of task names
                   stage:int,                 # the current stage i (0-based): replay from tasks 0..i-1
-                  method:str,                # one of `METHODS`
+                  method:str,                # one of `REPLAY_METHODS`
                   records,                   # training records (list), a {'train','test'} split, or None (embedded benchmark)
                   replay_per_task:int=200,   # budget per previous task (paper: 200)
                   weights:str='real',        # instruction point weights for the distance: 'real' or 'uniform'
                   encoder='minilm'           # instruction encoder, see `inscl.embeddings.get_encoder`
                  ) -> dict:
     "The per-task counts of a stage: {'budget', 'distances', 'shortfall'} (distances only for inscl/wdist)."
-    if method not in METHODS: raise ValueError(f"unknown method {method!r}; expected one of: {', '.join(METHODS)}")
+    if method not in REPLAY_METHODS: raise ValueError(f"unknown method {method!r}; expected one of: {', '.join(REPLAY_METHODS)}")
     if weights not in ('real', 'uniform'): raise ValueError(f"unknown weights {weights!r}; expected one of: real, uniform")
     if isinstance(replay_per_task, bool) or int(replay_per_task) != replay_per_task or replay_per_task < 0:
         raise ValueError(f"replay_per_task is {replay_per_task!r}; expected an integer >= 0")

@@ -14,12 +14,11 @@ from .data import CATEGORIES, ORDERS
 from . import metrics
 
 # %% auto #0
-__all__ = ['METHOD_ORDER', 'METHOD_COLOURS', 'CONTINUAL_COLUMNS', 'DISTILL_COLUMNS', 'BOOT_STATS', 'DISTILL_MEASURES',
-           'NON_ANSWER', 'TRANSFER_SETS', 'TRANSFER_STATS', 'method_order', 'method_palette', 'set_style',
-           'save_figure', 'label_points', 'continual_runs', 'continual_experts', 'instruction_distances',
-           'replay_allocation', 'stage_metrics', 'continual_table', 'distill_runs', 'distill_predictions',
-           'bootstrap_ci', 'query_key', 'distill_table', 'distill_table_text', 'phenomenon_table', 'method_difference',
-           'transfer_statements', 'memory_comparison']
+__all__ = ['METHOD_ORDER', 'METHOD_COLOURS', 'BOOT_STATS', 'DISTILL_MEASURES', 'NON_ANSWER', 'TRANSFER_SETS', 'TRANSFER_STATS',
+           'method_order', 'method_palette', 'set_style', 'save_figure', 'label_points', 'continual_runs',
+           'continual_experts', 'instruction_distances', 'replay_allocation', 'stage_metrics', 'continual_table',
+           'distill_runs', 'distill_predictions', 'bootstrap_ci', 'query_key', 'distill_table', 'distill_table_text',
+           'phenomenon_table', 'method_difference', 'transfer_statements', 'memory_comparison']
 
 # %% ../nbs/09a_report.ipynb #bf4b50b5
 METHOD_ORDER = {  # the order methods appear in every table, legend and axis of a study
@@ -105,7 +104,7 @@ def label_points(ax,                       # a matplotlib axes, limits already s
     return texts
 
 # %% ../nbs/09a_report.ipynb #a530bbc4
-CONTINUAL_COLUMNS = ['run_id', 'study', 'order', 'method', 'seed', 'stage', 'trained_task', 'eval_task', 'rougeL', 'exact_match']  # = inscl.continual.RESULT_COLUMNS
+from .schemas import CONTINUAL_COLUMNS, DISTILL_COLUMNS, experts_run_id, is_experts_run   # the tables' columns and run ids, spelled once
 
 # %% ../nbs/09a_report.ipynb #ba7de261
 def _continual_folders(runs_dir:Path|str, # the runs root (holds `inscl/`)
@@ -136,8 +135,7 @@ def continual_experts(runs_dir:Path|str, # the runs root (holds `inscl/`)
                       preset:str         # the preset whose experts are read
                      ) -> pd.DataFrame:
     "The expert rows ($U_j$) of `preset`, all seeds: `experts-<preset>-s<seed>/experts.csv`."
-    pat = re.compile(rf'experts-{re.escape(preset)}-s\d+')
-    frames = [load_table(p) for p in sorted((Path(runs_dir)/'inscl').glob('experts-*/experts.csv')) if pat.fullmatch(p.parent.name)]
+    frames = [load_table(p) for p in sorted((Path(runs_dir)/'inscl').glob('experts-*/experts.csv')) if is_experts_run(p.parent.name, preset)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CONTINUAL_COLUMNS)
 
 # %% ../nbs/09a_report.ipynb #f2222599
@@ -208,10 +206,6 @@ def continual_table(results:pd.DataFrame,               # tidy continual results
     return out
 
 # %% ../nbs/09a_report.ipynb #e7ed7d59
-DISTILL_COLUMNS = ['run_id', 'method', 'teacher', 'student', 'k', 'data_seed', 'pattern', 'mode', 'calibration', 'split', 'heuristic',
-                   'label', 'accuracy', 'n', 'peak_mem_mb', 'train_seconds', 'auc', 'calibrated_accuracy', 'prior_accuracy',
-                   'non_answer_rate', 'vocab_accuracy']  # = inscl.distill.RESULT_COLUMNS (older runs lack `vocab_accuracy`: NaN)
-
 def _distill_folders(runs_dir:Path|str, # the runs root (holds `distill/`)
                      preset:str         # the preset whose runs count
                     ) -> list[tuple[Path, dict, str]]:

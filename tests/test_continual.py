@@ -3,7 +3,8 @@ import json
 import pandas as pd
 import pytest
 import inscl.continual as C
-from inscl.continual import run_continual, train_experts, RESULT_COLUMNS
+from inscl.continual import run_continual, train_experts
+from inscl.schemas import CONTINUAL_COLUMNS
 from inscl.metrics import final_metrics
 
 STAGES = 4
@@ -16,7 +17,7 @@ def straight(tmp_path_factory):
 
 def test_table_shape(straight):
     out, df = straight
-    assert list(df.columns) == RESULT_COLUMNS
+    assert list(df.columns) == CONTINUAL_COLUMNS
     assert df.groupby('stage').size().tolist() == [1, 2, 3, 4]          # every seen task after every stage
     assert df.trained_task.unique().tolist() == ['Classification', 'Text_Quality_Evaluation', 'Code', 'Detection']
     assert df.rougeL.between(0, 100).all() and df.exact_match.isin([0.0, 100.0]).sum() >= 0

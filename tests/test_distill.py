@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 import inscl.distill as D
-from inscl.distill import (RESULT_COLUMNS, TeacherProbs, answer_kl, auc, calibrate, calibrated_teacher, check_same_tokenizer,
+from inscl.schemas import DISTILL_COLUMNS
+from inscl.distill import (TeacherProbs, answer_kl, auc, calibrate, calibrated_teacher, check_same_tokenizer,
                            collate_last, distill_data, distill_loss, distill_run_id, last_logits, load_tokenizer, measure_peak_memory,
                            parse_method, predict_nli, run_distill, student_features, summarize_nli, teacher_cache_path, teacher_probs,
                            train_student)
@@ -146,7 +147,7 @@ def test_calibration_moved_to_icl_still_importable():
 # ---------------------------------------------------------------- run ids and the results schema
 
 def test_result_columns_order():
-    c = RESULT_COLUMNS
+    c = DISTILL_COLUMNS
     assert c[c.index('mode') + 1] == 'calibration' and c[c.index('calibrated_accuracy') + 1] == 'prior_accuracy'
     assert c == ['run_id', 'method', 'teacher', 'student', 'k', 'data_seed', 'pattern', 'mode', 'calibration', 'split', 'heuristic',
                  'label', 'accuracy', 'n', 'peak_mem_mb', 'train_seconds', 'auc', 'calibrated_accuracy', 'prior_accuracy', 'non_answer_rate',
@@ -309,7 +310,7 @@ def tp_ids(tok):
 def test_run_distill_rows_and_resume(tmp_path, tmp_cache, monkeypatch):
     out = tmp_path/'runs'
     df = run_distill('cd', 'smoke', out_dir=out, memory=False, progress=False)
-    assert list(df.columns) == RESULT_COLUMNS
+    assert list(df.columns) == DISTILL_COLUMNS
     run = out/'smoke-cd-full-k4-gpt-3-s0'
     assert (run/'results.csv').is_file() and (run/'predictions.csv').is_file()
     info = load_json(run/'run.json')
@@ -362,7 +363,7 @@ def test_cd_with_calibrated_teacher(tmp_path, tmp_cache, monkeypatch):
     monkeypatch.setattr(D, 'train_student', spy)
     df = run_distill('cd', 'smoke', out_dir=out, memory=False, progress=False, calibration='prior')
     rid = 'smoke-cd-full-k4-gpt-3-s0-prior'
-    assert list(df.columns) == RESULT_COLUMNS and set(df.run_id) == {rid} and set(df.calibration) == {'prior'}
+    assert list(df.columns) == DISTILL_COLUMNS and set(df.run_id) == {rid} and set(df.calibration) == {'prior'}
     info = load_json(out/rid/'run.json')
     assert info['calibration'] == 'prior' and info['run_id'] == rid
     data = distill_data(load_preset('smoke'), 4, 0)

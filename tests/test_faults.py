@@ -6,6 +6,7 @@ import inscl.continual as C
 import inscl.files as F
 from inscl.continual import run_continual, train_experts
 from inscl.files import atomic_write, load_table, save_json, save_table
+from inscl.schemas import CONTINUAL_COLUMNS
 from conftest import ROOT
 
 STAGES, KILL_STAGE = 3, 1
@@ -149,7 +150,7 @@ def test_truncated_experts_csv_is_named_and_redone(tmp_path, capfd):
 def test_check_results_names_the_damage(straight3, tmp_path):
     src = straight3[1]/'results.csv'
     n, dig = len(load_table(src)), F.file_digest(src)
-    assert C.check_results(src, n_rows=n, digest=dig).shape == (n, len(C.RESULT_COLUMNS))
+    assert C.check_results(src, n_rows=n, digest=dig).shape == (n, len(CONTINUAL_COLUMNS))
     bad = tmp_path/'results.csv'
     text = src.read_text()
     for body, msg in [('', r'results\.csv: the file is empty'), (text[:-3], r'results\.csv: truncated'),

@@ -4,7 +4,7 @@ from collections import Counter
 import numpy as np
 import pytest
 from inscl.embeddings import Encoder
-from inscl.replay import sample_replay, replay_plan, replay_budget, METHODS
+from inscl.replay import sample_replay, replay_plan, replay_budget, REPLAY_METHODS
 
 def recs(counts, task='T'):
     return [{'id': f'{task}-{s}{k}', 'category': task, 'instruction': s} for s, n in counts.items() for k in range(n)]
@@ -41,7 +41,7 @@ TOY = recs({'Sort.': 6, 'Sort, reverse and dedup.': 4}, 'Lists') + recs({'Add.':
 ORDER = ['Lists', 'Math', 'Summary', 'Titles']
 KW = dict(records=TOY, replay_per_task=4, encoder='hash', seed=3)
 
-@pytest.mark.parametrize('method', METHODS)
+@pytest.mark.parametrize('method', REPLAY_METHODS)
 def test_plan_size_provenance_determinism(method, tmp_cache):
     p = replay_plan(ORDER, 3, method, **KW)
     assert p['total'] == (0 if method == 'none' else 12) == len(p['examples']) == sum(p['budget'].values())

@@ -63,10 +63,11 @@ def predictions(gold, p_entail, split, heuristic=None, top_is_answer=None):
     return t
 
 # ---------------------------------------------------------------- schema and style
-def test_columns_match_the_runners():
-    from inscl.continual import RESULT_COLUMNS as C
-    from inscl.distill import RESULT_COLUMNS as D
-    assert CONTINUAL_COLUMNS == C and DISTILL_COLUMNS == D
+def test_one_schema_for_writers_and_readers():
+    "The runners and the reports use the very lists of inscl.schemas (no copies that could drift)."
+    import inscl.continual, inscl.distill, inscl.report, inscl.schemas as S
+    assert inscl.report.CONTINUAL_COLUMNS is S.CONTINUAL_COLUMNS is inscl.continual.CONTINUAL_COLUMNS
+    assert inscl.report.DISTILL_COLUMNS is S.DISTILL_COLUMNS is inscl.distill.DISTILL_COLUMNS
 
 def test_method_colours_are_fixed_per_study():
     assert method_order(['cd-lora', 'new', 'icl-teacher', 'pbft-full'], 'distill') == ['icl-teacher', 'pbft-full', 'cd-lora', 'new']
