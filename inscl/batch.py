@@ -326,7 +326,7 @@ def probe_cells(p:Preset,                        # the preset
                ) -> list[Cell]:
     "The probe grid's cells."
     from inscl.probe import PROBE_KS, probe_patterns, probe_run_id
-    from inscl.distill import load_tokenizer
+    from inscl.models import load_tokenizer
     d, out = p.distill, Path(out or p.runs_dir/'probe')
     seeds = list(d.data_seeds if data_seeds is None else data_seeds)
     sweep = sorted({*(PROBE_KS if ks is None else ks), d.k})

@@ -26,8 +26,8 @@ from .train import MODES, TrainConfig, train
 __all__ = ['CE_KINDS', 'DISTILL_METHODS', 'METHOD_NAMES', 'TRAINED', 'METHOD_CE', 'KL_KINDS', 'LABEL_NAMES', 'PHASES',
            'RESULTS_VERSION', 'check_alpha_tau', 'distill_loss', 'answer_kl', 'parse_method', 'method_label',
            'distill_data', 'records_hash', 'TeacherProbs', 'teacher_cache_path', 'teacher_probs', 'calibrated_teacher',
-           'load_tokenizer', 'check_same_tokenizer', 'student_features', 'collate_last', 'last_logits', 'student_loss',
-           'train_student', 'predict_nli', 'summarize_nli', 'measure_peak_memory', 'distill_run_id', 'run_distill']
+           'check_same_tokenizer', 'student_features', 'collate_last', 'last_logits', 'student_loss', 'train_student',
+           'predict_nli', 'summarize_nli', 'measure_peak_memory', 'distill_run_id', 'run_distill']
 
 # %% ../nbs/08a_distill.ipynb #cd20a916
 CE_KINDS = ('vocab', 'answer')   # the CE term: over the whole vocabulary (Mosbach's PBFT) or over the answer words only
@@ -211,17 +211,7 @@ def calibrated_teacher(tp:TeacherProbs, # the teacher's probabilities on the tra
     return replace(tp, logits=np.log(tp.calibrated(how)))
 
 # %% ../nbs/08a_distill.ipynb #949a54cf
-def load_tokenizer(name:str # a model name `load_model` accepts
-                  ):
-    "The tokenizer of model `name` without loading its weights (tiny: built; packaged: its converted folder; else the hub)."
-    from transformers import AutoTokenizer
-    from inscl.models import tiny_tokenizer, convert_gguf
-    spec = MODELS.get(name)
-    if spec is not None and spec.kind == 'tiny': tok = tiny_tokenizer(spec.vocab_size)
-    elif spec is not None and spec.kind == 'gguf': tok = AutoTokenizer.from_pretrained(convert_gguf(name))
-    else: tok = AutoTokenizer.from_pretrained(Path(name).expanduser() if Path(name).expanduser().is_dir() else name)
-    tok.name_or_path = name
-    return tok
+from .models import load_tokenizer   # a model's tokenizer without its weights (it lives with the models; importable from here too)
 
 def _tok_desc(name:str, tok) -> str:
     return f"{name!r} uses {type(tok).__name__} ({len(tok)} tokens)"

@@ -18,8 +18,8 @@ from . import files
 
 # %% auto #0
 __all__ = ['MODELS', 'OFFLINE_ALTERNATIVES', 'SPECIAL_TOKENS', 'default_device', 'autocast_dtype', 'ModelSpec',
-           'ModelUnavailable', 'tiny_corpus', 'tiny_tokenizer', 'build_tiny', 'convert_gguf', 'load_model', 'mean_pool',
-           'load_encoder', 'model_info']
+           'ModelUnavailable', 'tiny_corpus', 'tiny_tokenizer', 'build_tiny', 'convert_gguf', 'load_model',
+           'load_tokenizer', 'mean_pool', 'load_encoder', 'model_info']
 
 # %% ../nbs/02_models.ipynb #5bed377c
 def default_device() -> torch.device:
@@ -279,6 +279,17 @@ def load_model(name:str,                     # a registered name, a local folder
     tok.padding_side = padding_side
     model.generation_config.pad_token_id = tok.pad_token_id
     return model.to(device or default_device()).eval(), tok
+
+# %% ../nbs/02_models.ipynb #1d09741e
+def load_tokenizer(name:str # a model name `load_model` accepts
+                  ):
+    "The tokenizer of model `name` without loading its weights (tiny: built; packaged: its converted folder; else the hub)."
+    spec = MODELS.get(name)
+    if spec is not None and spec.kind == 'tiny': tok = tiny_tokenizer(spec.vocab_size)
+    elif spec is not None and spec.kind == 'gguf': tok = AutoTokenizer.from_pretrained(convert_gguf(name))
+    else: tok = AutoTokenizer.from_pretrained(Path(name).expanduser() if Path(name).expanduser().is_dir() else name)
+    tok.name_or_path = name
+    return tok
 
 # %% ../nbs/02_models.ipynb #067fc09d
 def mean_pool(last_hidden:torch.Tensor,   # (batch, seq, dim) token states

@@ -57,7 +57,7 @@ def test_unknown_pattern():
 
 @pytest.fixture(scope='module')
 def sm_tok():
-    from inscl.distill import load_tokenizer
+    from inscl.models import load_tokenizer
     return load_tokenizer('smollm2-135m-instruct')   # tokenizer only (the converted checkpoint's folder)
 
 def _conversation(demos, query, answers=('No', 'Yes')):
@@ -91,7 +91,7 @@ def test_chat_pattern_errors(tiny):
     _, tok = tiny
     with pytest.raises(ValueError, match=r"tokenizer \w+ \('.*'\) has no chat template; pattern 'chat' needs .* use pattern 'instruction'"):
         get_pattern('chat', tok)
-    from inscl.distill import load_tokenizer
+    from inscl.models import load_tokenizer
     with pytest.raises(ValueError, match=r"tokenizer \w+ \('tiny-smoke'\) has no chat template"):
         chat_pattern(load_tokenizer('tiny-smoke'))
 
