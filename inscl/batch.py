@@ -518,6 +518,8 @@ def stamp_report(nb:Path,        # an executed report notebook
                  numerics=numerics_env(cell_threads(None, native), native), **info, rendered_at=time.strftime('%Y-%m-%dT%H:%M:%S%z'))
     book = nbformat.read(nb, as_version=4)
     book.metadata['inscl'] = stamp
+    for k in ('input_path', 'output_path'):   # papermill records absolute paths: keep only the name (no path of this machine)
+        if k in book.metadata.get('papermill', {}): book.metadata.papermill[k] = Path(book.metadata.papermill[k]).name
     with atomic_path(nb) as tmp: nbformat.write(book, tmp)
     return stamp
 

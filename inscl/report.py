@@ -214,8 +214,11 @@ def _distill_folders(runs_dir:Path|str, # the runs root (holds `distill/`)
     for rj in sorted((Path(runs_dir)/'distill').glob('*/run.json')):
         info, run = load_json(rj), rj.parent
         if info.get('preset') == preset and info.get('finished') and (run/'results.csv').is_file(): found.append((run, info))
-    name = lambda i: (i['method'] + (f"-{i['mode']}" if i.get('mode', '-') != '-' else '')
-                      + (f"-{i['calibration']}" if i.get('calibration', 'none') != 'none' else ''))
+    base = lambda i: i['method'] + (f"-{i['mode']}" if i.get('mode', '-') != '-' else '')
+    cal = lambda i: i.get('calibration', 'none')
+    cals = {}
+    for _, i in found: cals.setdefault(base(i), set()).add(cal(i))
+    name = lambda i: base(i) + (f"-{cal(i)}" if len(cals[base(i)]) > 1 and cal(i) != 'none' else '')
     config = lambda i: re.sub(rf"-s{i['data_seed']}(?=-|$)", '', i['run_id'].removeprefix(f"{preset}-"))
     configs = {}
     for _, i in found: configs.setdefault(name(i), set()).add(config(i))

@@ -226,12 +226,15 @@ def test_executed_reports_record_their_versions(tmp_path):
     from inscl.batch import stamp_report
     from inscl.presets import load_preset
     nb = tmp_path/'20_continual.ipynb'
-    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell('# a report')]), nb)
+    book = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell('# a report')])
+    book.metadata['papermill'] = dict(input_path=str(tmp_path/'in'/'20_continual.ipynb'), output_path=str(nb), parameters={})
+    nbformat.write(book, nb)
     stamp_report(nb, load_preset('smoke'))
     book = nbformat.read(nb, as_version=4)
     meta = book.metadata['inscl']
     assert meta['preset'] == 'smoke' and meta['versions']['torch'] and meta['versions']['pandas'] and meta['cpu_model']
     assert meta['numerics'].get('OMP_NUM_THREADS') == '1' and book.cells[0].source == '# a report'
+    assert book.metadata['papermill']['input_path'] == book.metadata['papermill']['output_path'] == '20_continual.ipynb'   # no path of this machine
 
 def test_local_workers_get_their_own_gpus(tmp_path, monkeypatch):
     "With --jobs 2 and four (fake) GPUs, each running cell holds its own pair, and a freed slot is reused; without GPUs nothing is set."
