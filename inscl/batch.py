@@ -673,6 +673,7 @@ def _print_cells(rows:list[dict]) -> int:
 def _dry(cells:list[Cell]):
     for c in cells: print(f"  {c.label:<55} {'done' if c.finished() else 'to run'}")
 
+# %% ../nbs/09_batch.ipynb #b7837cc2
 def _cmd_prepare(a) -> int:
     p = load_preset(a.preset)
     seed_everything(p.seed)
@@ -685,6 +686,7 @@ def _cmd_prepare(a) -> int:
     print(f"prepared preset {p.name!r} -> {out}"); _print_summary(rows)
     return 0
 
+# %% ../nbs/09_batch.ipynb #a000b40a
 def _inscl_cells(a, p) -> list[Cell]:
     return inscl_cells(p, a.orders or p.inscl.orders, a.methods or p.inscl.methods, a.seeds if a.seeds is not None else p.inscl.seeds,
                        ablation_orders=getattr(a, 'ablation_orders', None) or p.inscl.ablation_orders)
@@ -697,6 +699,7 @@ def _preset_grids(a, p) -> tuple[list[Cell], list[Cell]]:
     a.orders = a.methods = a.seeds = a.data_seeds = a.k = a.ablation_orders = None
     return _inscl_cells(a, p), _distill_cells(a, p)
 
+# %% ../nbs/09_batch.ipynb #936a3b84
 def _collect_inscl(cells:list[Cell]) -> pd.DataFrame:
     "The finished continual cells' results, `method` their grid name (`inscl_uniform` apart from `inscl`)."
     fs = [_collect([c], 'results.csv').assign(method=cell_grid_method(c)) for c in cells if c.finished()]
@@ -744,6 +747,7 @@ def _report_distill(p, cells):
     print(f"distillation study, preset {p.name!r}: mean over data seeds (eval = in-domain, ood = HANS-style)")
     print(summ.to_string(index=False))
 
+# %% ../nbs/09_batch.ipynb #2685a6a3
 def _probe_cells(a, p) -> list[Cell]:
     return probe_cells(p, a.roles, a.patterns, a.ks, a.data_seeds)
 
@@ -767,6 +771,7 @@ def _cmd_inscl(a) -> int: return _cmd_grid(a, 'inscl')
 def _cmd_distill(a) -> int: return _cmd_grid(a, 'distill')
 def _cmd_probe(a) -> int: return _cmd_grid(a, 'probe')
 
+# %% ../nbs/09_batch.ipynb #089f3139
 def _cmd_report(a) -> int:
     rows = run_reports(load_preset(a.preset), native=a.native_cpu)
     return 1 if _print_cells(rows) else 0
@@ -784,11 +789,13 @@ def _cmd_all(a) -> int:
     print(f'inscl-repro all --preset {p.name}: {len(ci) + len(cd)} cells and {len(report_notebooks())} reports in {time.perf_counter()-t0:.0f} s')
     return 1 if (_print_cells(rows) or rc) else 0
 
+# %% ../nbs/09_batch.ipynb #8bb5ecb4
 class Terminated(KeyboardInterrupt):
     "SIGTERM, handled like Ctrl-C: the running cells are stopped, finished work is kept, the exit code is 143."
 
 def _on_sigterm(signum, frame): raise Terminated()
 
+# %% ../nbs/09_batch.ipynb #dc4fb24a
 def writable_folder(folder:Path # a runs folder
                    ) -> Path:
     "Create `folder` if needed and check a file can be written in it; else a one-line ValueError."
@@ -821,6 +828,7 @@ def _runs_lock(a, argv:list[str]):
     if not (writes(a) if callable(writes) else writes) or getattr(a, 'dry_run', False): return nullcontext()
     return runs_lock(load_preset(a.preset).runs_dir, 'inscl-repro ' + ' '.join(argv))
 
+# %% ../nbs/09_batch.ipynb #d374cf37
 def _cmd_fingerprint(a) -> int:
     "Recompute the fingerprint and compare it with the committed file (`--update`: rewrite the file)."
     import shutil, tempfile, torch
@@ -844,6 +852,7 @@ def _cmd_fingerprint(a) -> int:
           f"here {cpu} with torch {torch.__version__}{', native numerics' if a.native_cpu else ''})", *diff, sep='\n')
     return 1
 
+# %% ../nbs/09_batch.ipynb #3d893410
 def _cmd_archive(a) -> int:
     "Copy the preset's finished grid cells into `reports/archive/<preset>` (`--restore`: back into its runs folder)."
     p = load_preset(a.preset)
@@ -876,6 +885,7 @@ def _cmd_outputs(a) -> int:
     print(f"outputs: {len(nbs) - bad} of {len(nbs)} notebooks {'show what a fresh run shows' if a.check else 'executed and saved'}")
     return 1 if bad else 0
 
+# %% ../nbs/09_batch.ipynb #c2a6006e
 def _whole(least:int) -> Callable[[str], int]:
     "An argparse type: a whole number of at least `least`, with an error that names the value."
     def parse(v:str) -> int:
@@ -954,6 +964,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.set_defaults(fn=_cmd_outputs, writes_runs=False)
     return ap
 
+# %% ../nbs/09_batch.ipynb #aeb30133
 def main(argv:list[str]|None=None # command-line arguments (default: sys.argv[1:])
         ) -> int:
     "Entry point of the `inscl-repro` console script."

@@ -438,6 +438,7 @@ def _finished(run:Path) -> bool:
         return (run/'results.csv').is_file() and info.get('finished', False) and info.get('results_version') == RESULTS_VERSION
     except (OSError, ValueError): return False
 
+# %% ../nbs/08a_distill.ipynb #1b602da8
 def distill_run_id(method:str,                     # a name in `METHOD_NAMES`
                    preset:str|Preset='smoke',       # a preset name or object
                    k:int|None=None,                 # demonstrations (default the preset's; 0 for methods without them)
@@ -488,6 +489,7 @@ def _resolve(method, preset, k, data_seed, pattern, student_mode, kl, alpha, tau
     r['run_id'] = _run_id(p.name, r['label'], r['k'], r['data_seed'], pname, mode, kl if m == 'cd' else 'answer', extra, calibration)
     return r
 
+# %% ../nbs/08a_distill.ipynb #ab2a755a
 def _progress(run:Path, stage:str):
     "Note the stage a run is in (`progress.json`; the batch runner shows it)."
     save_json(dict(stage=stage, time=time.time()), run/'progress.json')
@@ -585,6 +587,7 @@ def run_distill(method:str,                      # a name in `METHOD_NAMES`
               run/'run.json')
     return df
 
+# %% ../nbs/08a_distill.ipynb #c6e7323e
 def _student_logits(model, tok, queries:Sequence[dict], pattern:str) -> np.ndarray:
     "(n, A) the model's answer-word logits on `queries` without context."
     pat = get_pattern(pattern, tok)
