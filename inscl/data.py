@@ -288,6 +288,7 @@ def _same_group(r):
     w1 = _pick(r, WORDS[a]); w2 = _pick(r, [w for w in WORDS[b] if w != w1])
     return f"{w1}, {w2}", 'Yes' if a == b else 'No'
 
+# %% ../nbs/00_data.ipynb #6cad063c
 def _clause(r):
     "A grammatical clause as tokens: name, past verb, the, adjective, noun."
     return [_pick(r, NAMES), _pick(r, VERBS)[2], 'the', _pick(r, SIZES + COLORS), _pick(r, THINGS)]
@@ -331,6 +332,7 @@ def _spelling(r):
         if bad not in _VOCAB: break
     return ' '.join(toks[:4] + [bad]) + '.', 'misspelled'
 
+# %% ../nbs/00_data.ipynb #842eb15d
 _OPS = [('add {a} and {b}', '{a} + {b}'), ('multiply {a} by {b}', '{a} * {b}'), ('subtract {b} from {a}', '{a} - {b}'),
         ('the larger of {a} and {b}', 'max({a}, {b})'), ('the smaller of {a} and {b}', 'min({a}, {b})')]
 
@@ -365,6 +367,7 @@ def _language_id(r):
     else: code = _pick(r, [f"<p>{_pick(r, NAMES)} has {_an(_pick(r, COLORS))} {_pick(r, WORDS['animal'])}</p>", f"<b>{_pick(r, THINGS)}</b>"])
     return code, lang
 
+# %% ../nbs/00_data.ipynb #adcbb9eb
 def _where(r): return _pick(r, [f" in the {_pick(r, WORDS['place'])}", '', ''])
 
 @_task('Detection', 'negation', 0.5, [
@@ -434,6 +437,7 @@ def _stars(r):
     adjs = [_pick(r, _pick(r, [POSITIVE, NEGATIVE, SIZES + COLORS])) for _ in range(2)]
     return _review(r, adjs), str(3 + sum(a in POSITIVE for a in adjs) - sum(a in NEGATIVE for a in adjs))
 
+# %% ../nbs/00_data.ipynb #759f7aa6
 _STATES = ['late', 'hungry', 'tired', 'sick', 'lost', 'happy']
 
 @_task('Comprehension', 'coreference', 0.5, [
@@ -476,6 +480,7 @@ def _true_false(r):
     c = colors[i] if ok else _pick(r, [x for x in COLORS if x != colors[i]])
     return f"Passage: {passage} Statement: {names[i]} has {_an(c)} {animals[i]}.", 'True' if ok else 'False'
 
+# %% ../nbs/00_data.ipynb #4f5c0d02
 @_task('Closed_QA', 'where_is', 0.5, [
     ('Read the passage and answer the question with one word.', 0.6),
     ('Answer the question using the passage.', 0.3),
@@ -503,6 +508,7 @@ def _how_many(r):
     passage = ' '.join(f"{n} has {k} {PLURAL[f]}." for n, f, k in zip(names, fruits, ns)); i = int(r.integers(2))
     return f"Passage: {passage} Question: How many {PLURAL[fruits[i]]} does {names[i]} have?", str(ns[i])
 
+# %% ../nbs/00_data.ipynb #45d6bbbd
 @_task('Extraction', 'number', 0.4, [
     ('Extract the number from the sentence.', 0.6),
     ('Find the number mentioned in the text and write it in digits.', 0.4),
@@ -566,6 +572,7 @@ def _speaker(r):
     a, b = _sample(r, NAMES, 2); x, y = _sample(r, THINGS, 2); i = int(r.integers(2))
     return f"{a}: I like the {x}. {b}: I like the {y}. Question: Who likes the {[x, y][i]}?", [a, b][i]
 
+# %% ../nbs/00_data.ipynb #de979d28
 def _digits(r): return [int(x) for x in r.integers(0, 10, int(r.integers(3, 6)))]
 def _fmt(xs): return '[' + ', '.join(map(str, xs)) + ']'
 
@@ -592,6 +599,7 @@ def _run_code(r):
         lines.append(f"x = x {op} {b}")
     return '; '.join(lines + ['print(x)']), str(x)
 
+# %% ../nbs/00_data.ipynb #d0ed5981
 def _sentence(r):
     "Parts of a present-tense sentence: name, verb forms, adjective, noun, place suffix."
     return _pick(r, NAMES), _pick(r, VERBS), _pick(r, SIZES + COLORS), _pick(r, THINGS), _where(r)
@@ -619,6 +627,7 @@ def _pronoun(r):
     n, (base, s3, past), a, o, w = _sentence(r)
     return f"{n} {s3} the {a} {o}{w}.", f"{_cap(_pron(n))} {s3} the {a} {o}{w}."
 
+# %% ../nbs/00_data.ipynb #9e1f793e
 def _owner(r): return f"{_pick(r, NAMES)}'s {_pick(r, SIZES)}"   # "Tom's big": a new question about the same fact
 
 @_task('Open_QA', 'legs', 0.3, [
@@ -687,6 +696,7 @@ def _longer_word(r):
         if len(a) != len(b): break
     return f"{a} or {b}", a if len(a) > len(b) else b
 
+# %% ../nbs/00_data.ipynb #3283ddc2
 @_task('Generation', 'data_to_text', 0.4, [
     ('Write a sentence from the data.', 0.6),
     ('Generate one sentence that describes the data in the table.', 0.3),
@@ -716,6 +726,7 @@ def _question_generation(r):
     if k == 1: a, c = _pick(r, WORDS['animal']), _pick(r, COLORS); return f"{X} has {_an(c)} {a}.", f"What color is {X}'s {a}?"
     f, n = _pick(r, WORDS['fruit']), int(r.integers(2, 10)); return f"{X} has {n} {PLURAL[f]}.", f"How many {PLURAL[f]} does {X} have?"
 
+# %% ../nbs/00_data.ipynb #b04183bd
 @_task('Summarization', 'title', 0.4, [
     ('Write a title for the passage.', 0.6),
     ('Generate a short title that summarizes the passage.', 0.4),
@@ -744,6 +755,7 @@ def _topic(r):
     s = [f"The {t} sat in the {p}.", f"{X} fed the {t}.", f"The {t} liked the {f}."]
     return ' '.join(s[i] for i in r.permutation(3)), t
 
+# %% ../nbs/00_data.ipynb #c6db9fd6
 @_task('Mathematics', 'word_problem', 0.45, [
     ('Solve the math word problem.', 0.6),
     ('Read the problem and compute the answer as a number.', 0.3),
