@@ -523,6 +523,8 @@ def _ln_passive(f):
 def _ln_conjunction(f):
     a, b, c = f.nps(3); v = f.v()
     return f'{a} and {b} {v} {c}', f'{c} {v} {_pick(f.rng, [a, b])}', 1
+
+# %% ../nbs/00a_nli.ipynb #9ae6b9fc
 def _le_relative(f):
     a, b, c = f.nps(3); v1, v2 = f.v(2)
     return f'{a} that {b} {v1} {v2} {c}', f'{b} {v1} {a}', 1
@@ -540,6 +542,7 @@ def _le_passive(f):
     (a, pl), b = f.np(), f.np()[0]; v = f.v()
     return f'{a} {_was(pl)} {v} by {b}', f'{b} {v} {a}', 1
 
+# %% ../nbs/00a_nli.ipynb #3a8ff93c
 def _sn_nps(f):
     a, b = f.nps(2); v = f(HANS_NPS_VERBS)
     if f.rng.random() < .5: return f'{a} {v} {b} {f(HANS_IVERBS)}', f'{a} {v} {b}', 1
@@ -557,6 +560,8 @@ def _sn_past_participle(f):
 def _sn_npz(f):
     a, b, c = f.nps(3); v = f(HANS_NPZ_VERBS)
     return f'{f(HANS_SUBORD)} {a} {v} {b} {f.v()} {c}', f'{a} {v} {b}', 1
+
+# %% ../nbs/00a_nli.ipynb #7068390b
 def _se_conjunction(f):
     a, b, c = f.nps(3); v = f.v()
     return f'{a} and {b} {v} {c}', f'{b} {v} {c}', 1
@@ -575,6 +580,7 @@ def _se_pp_obj(f):
     a, b, c = f.nps(3); v = f.v()
     return f'{a} {v} {b} {f(HANS_PREPS)} {c}', f'{a} {v} {b}', 1
 
+# %% ../nbs/00a_nli.ipynb #6f204acb
 def _clause(f):
     "A transitive or intransitive clause with fresh noun phrases."
     if f.rng.random() < .5: return f'{f.np()[0]} {f(HANS_IVERBS)}'
