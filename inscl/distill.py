@@ -77,7 +77,7 @@ def answer_kl(teacher_logits:np.ndarray, # (n, A) teacher answer-word logits
     return float((lt.exp() * (lt - ls)).sum(-1).mean())
 
 # %% ../nbs/08a_distill.ipynb #a6564eb7
-from .metrics import auc   # ROC AUC of p(entailed) against gold; NaN with one class (defined in inscl.metrics, shared with the probe and the reports)
+from .stats import auc   # ROC AUC of p(entailed) against gold; NaN with one class (defined in inscl.stats, shared with the probe and the reports)
 
 # %% ../nbs/08a_distill.ipynb #a10e9be7
 DISTILL_METHODS = ('icl', 'zero_shot', 'pbft', 'pbft_answer', 'cd')

@@ -15,7 +15,7 @@ __all__ = ['COURSE', 'KERNELSPEC', 'course_notebooks', 'library_notebooks', 'set
 
 # %% ../nbs/09c_docs.ipynb #5e639968
 COURSE = {
-    'The shared core': ['nbs/01_presets.ipynb', 'nbs/01a_files.ipynb', 'nbs/01b_schemas.ipynb', 'nbs/02_models.ipynb',
+    'The shared core': ['nbs/01_presets.ipynb', 'nbs/01a_files.ipynb', 'nbs/01b_schemas.ipynb', 'nbs/01c_stats.ipynb', 'nbs/02_models.ipynb',
                         'nbs/06_train.ipynb'],
     'The continual study (InsCL)': ['nbs/00_data.ipynb', 'nbs/03_embeddings.ipynb', 'nbs/03a_similarity.ipynb',
                                     'nbs/04_allocation.ipynb', 'nbs/04a_insinfo.ipynb', 'nbs/05_replay.ipynb',

@@ -11,7 +11,7 @@ import pandas as pd
 # %% auto #0
 __all__ = ['RUN_COLUMNS', 'COMPARISONS', 'VERDICT_METRICS', 'PAPER_EFFECTS', 'run_groups', 'trained_order', 'score_matrices',
            'score_matrix', 'expert_scores', 'relative_gain', 'average_performance', 'forgetting', 'backward_transfer',
-           'auc', 'final_metrics', 'weak_experts', 'verdict_runs', 't_interval', 'paired_power', 'pairs_for_power',
+           'final_metrics', 'weak_experts', 'verdict_runs', 't_interval', 'paired_power', 'pairs_for_power',
            'paired_differences']
 
 # %% ../nbs/07a_metrics.ipynb #4c8e7064
@@ -181,16 +181,7 @@ def backward_transfer(df:pd.DataFrame,               # the tidy results table
     return pd.DataFrame(rows)
 
 # %% ../nbs/07a_metrics.ipynb #8ab094f4
-def auc(gold:Sequence[int]|np.ndarray,    # 1 entailed (positive), 0 not: shape (n,) or (..., n)
-        score:Sequence[float]|np.ndarray  # p(entailed) or any monotone score, the same shape
-       ) -> float|np.ndarray:
-    "ROC AUC of `score` against `gold` along the last axis (ties count one half); NaN where one class is missing."
-    from scipy.stats import rankdata
-    gold = np.asarray(gold, dtype=float)
-    n1 = gold.sum(-1); n0 = gold.shape[-1] - n1
-    u = (rankdata(np.asarray(score, dtype=float), axis=-1) * gold).sum(-1) - n1 * (n1 + 1) / 2
-    with np.errstate(invalid='ignore', divide='ignore'): a = np.where(n1 * n0 > 0, u / (n1 * n0), np.nan)
-    return float(a) if a.ndim == 0 else a
+from .stats import auc   # ROC AUC of p(entailed) against gold (defined in inscl.stats, shared by the distillation runs, the probe and the reports)
 
 # %% ../nbs/07a_metrics.ipynb #94d5ab12
 def final_metrics(df:pd.DataFrame,                              # the tidy results table

@@ -14,7 +14,7 @@ from .presets import Preset, load_preset, seed_everything
 from .files import save_json, load_json, save_table, load_table
 from .nli import load_nli
 from .icl import PATTERN_NAMES, CALIBRATIONS, build_demos, icl_predict
-from .metrics import auc
+from .stats import auc
 
 # %% auto #0
 __all__ = ['PROBE_KS', 'PASS_AUC', 'PASS_ACCURACY', 'PRED_COLUMNS', 'PROBE_VERSION', 'SUMMARY_KEYS', 'METRICS', 'probe_patterns',
@@ -187,7 +187,7 @@ def premise_table(preds:pd.DataFrame,                  # `probe_predictions` (te
                   seed:int=0,                          # seed of the resampling
                  ) -> pd.DataFrame:
     "Per teacher configuration (model, k, calibration) on dev: its accuracy, the student's ICL at the same k and calibration, their paired difference."
-    from inscl.report import bootstrap_ci
+    from inscl.stats import bootstrap_ci
     p = preds[(preds.pattern == pattern) & (preds.k > 0)]
     if phenomena: p = p[p.phenomenon.isin(list(phenomena))]
     key = 'query_id' if 'query_id' in p.columns and p.query_id.notna().all() else 'id'

@@ -14,11 +14,11 @@ from .data import CATEGORIES, ORDERS
 from . import metrics
 
 # %% auto #0
-__all__ = ['METHOD_ORDER', 'METHOD_COLOURS', 'BOOT_STATS', 'DISTILL_MEASURES', 'NON_ANSWER', 'TRANSFER_SETS', 'TRANSFER_STATS',
-           'method_order', 'method_palette', 'set_style', 'save_figure', 'label_points', 'continual_runs',
-           'continual_experts', 'instruction_distances', 'replay_allocation', 'stage_metrics', 'continual_table',
-           'distill_runs', 'distill_predictions', 'bootstrap_ci', 'query_key', 'distill_table', 'distill_table_text',
-           'phenomenon_table', 'method_difference', 'transfer_statements', 'memory_comparison']
+__all__ = ['METHOD_ORDER', 'METHOD_COLOURS', 'DISTILL_MEASURES', 'NON_ANSWER', 'TRANSFER_SETS', 'TRANSFER_STATS', 'method_order',
+           'method_palette', 'set_style', 'save_figure', 'label_points', 'continual_runs', 'continual_experts',
+           'instruction_distances', 'replay_allocation', 'stage_metrics', 'continual_table', 'distill_runs',
+           'distill_predictions', 'query_key', 'distill_table', 'distill_table_text', 'phenomenon_table',
+           'method_difference', 'transfer_statements', 'memory_comparison']
 
 # %% ../nbs/09a_report.ipynb #bf4b50b5
 METHOD_ORDER = {  # the order methods appear in every table, legend and axis of a study
@@ -244,72 +244,8 @@ def distill_predictions(runs_dir:Path|str, # the runs root (holds `distill/`)
     df = pd.concat(frames, ignore_index=True)
     return df[['run_id', 'method', 'data_seed'] + [c for c in df.columns if c not in ('run_id', 'method', 'data_seed')]]
 
-# %% ../nbs/09a_report.ipynb #b0ef84ca
-BOOT_STATS = {  # statistic -> (the columns it reads, how), on dicts of numpy arrays; each reduces the last axis
-    'mean': (['value'], lambda c: np.mean(c['value'], axis=-1)),
-    'accuracy': (['correct'], lambda c: np.mean(c['correct'], axis=-1)),
-    'vocab_accuracy': (['vocab_correct'], lambda c: np.mean(c['vocab_correct'], axis=-1)),
-    'calibrated_accuracy': (['cal_correct'], lambda c: np.mean(c['cal_correct'], axis=-1)),
-    'prior_accuracy': (['prior_correct'], lambda c: np.mean(c['prior_correct'], axis=-1)),
-    'non_answer_rate': (['top_is_answer'], lambda c: 1 - np.mean(c['top_is_answer'], axis=-1)),
-    'auc': (['gold', 'pn_entail'], lambda c: metrics.auc(c['gold'], c['pn_entail']))}
-
-def _aligned(groups:list, keys:list, cols:list[str], cluster:str) -> tuple[list[dict], list]:
-    "Each group's columns as arrays aligned on the cluster ids every group has (sorted); the ids."
-    for key, g in zip(keys, groups):
-        if g[cluster].duplicated().any():
-            raise ValueError(f"bootstrap_ci: cluster column {cluster!r} repeats within group {key!r} ({len(g)} rows, "
-                             f"{g[cluster].nunique()} ids); the two-stage bootstrap needs one row per cluster and group")
-    common = set.intersection(*(set(g[cluster]) for g in groups))
-    try: ids = sorted(common)                      # sorted: the draw does not depend on the order of the rows
-    except TypeError: ids = sorted(common, key=str)
-    if (dropped := sum(len(g) for g in groups) - len(ids) * len(groups)):
-        warnings.warn(f"bootstrap_ci: {dropped} row(s) whose {cluster!r} is not in every group are left out "
-                      f"({len(ids)} clusters shared by all {len(groups)} groups)")
-    return [{c: g.set_index(cluster)[c].reindex(ids).to_numpy() for c in cols} for g in groups], ids
-
-def bootstrap_ci(data,                     # values, a (gold, score) pair, or a predictions table with the statistic's columns
-                 stat:str|Callable='accuracy', # a name in `BOOT_STATS`, or f(dict of column arrays) reducing their last axis
-                 by:str|None=None,         # a column of groups (data seeds): the statistic is the mean over groups of the per-group one
-                 n_boot:int=1000,          # bootstrap resamples
-                 seed:int=0,               # seed of the resampling
-                 level:float=0.95,         # coverage of the interval
-                 cluster:str|None=None,    # a column of ids shared across groups (`query_id`): resample ids jointly in all groups
-                 resample_by:bool=True,    # with `cluster`: also resample the groups (two-stage; the seeds' own variation)
-                ) -> tuple[float, float, float]:
-    "(estimate, low, high): the statistic and its percentile-bootstrap interval (two-stage over `by` and `cluster` when given)."
-    if isinstance(stat, str):
-        if stat not in BOOT_STATS: raise ValueError(f"unknown statistic {stat!r}; expected one of: {', '.join(BOOT_STATS)}, or a function")
-        need, f = BOOT_STATS[stat]
-    else: need, f = None, stat
-    if not isinstance(data, pd.DataFrame):
-        arrays = list(data) if isinstance(data, tuple) else [data]
-        if need is None or len(arrays) != len(need):
-            raise ValueError(f"statistic {stat!r} reads columns {need}; pass a table with them, or {len(need or [])} array(s)")
-        data = pd.DataFrame({c: np.asarray(a) for c, a in zip(need, arrays)})
-    cols = need or [c for c in data.columns if c not in (by, cluster)]
-    if (miss := [c for c in cols + [x for x in (by, cluster) if x] if c not in data.columns]):
-        raise ValueError(f"statistic {stat!r} needs column(s) {miss}; the table has: {', '.join(map(str, data.columns))}")
-    if not len(data): return np.nan, np.nan, np.nan
-    keys, groups = zip(*data.groupby(by, sort=True)) if by else ((None,), (data,))
-    if cluster: arrs, ids = _aligned(list(groups), list(keys), cols, cluster)
-    else: arrs = [{c: g[c].to_numpy() for c in cols} for g in groups]
-    est = float(np.mean([f(a) for a in arrs]))
-    n = [len(next(iter(a.values()))) for a in arrs]
-    if min(n) < 2: return est, np.nan, np.nan
-    rng = np.random.default_rng(seed)
-    with np.errstate(invalid='ignore', divide='ignore'):
-        if cluster:   # one draw of cluster ids for every group, then (two-stage) a draw of the groups
-            qi = rng.integers(0, n[0], (n_boot, n[0]))
-            per = np.stack([np.asarray(f({c: v[qi] for c, v in a.items()}), float) for a in arrs])   # (groups, n_boot)
-            if resample_by and len(arrs) > 1: dist = per[rng.integers(0, len(arrs), (n_boot, len(arrs))).T, np.arange(n_boot)].mean(0)
-            else: dist = per.mean(0)
-        else:         # each group's rows independently (the earlier interval: no shared queries, no seed variation)
-            draws = [rng.integers(0, m, (n_boot, m)) for m in n]
-            dist = np.mean([np.asarray(f({c: v[i] for c, v in a.items()}), float) for a, i in zip(arrs, draws)], axis=0)
-    if np.isnan(dist).all(): return est, np.nan, np.nan
-    lo, hi = np.nanquantile(dist, [(1 - level) / 2, (1 + level) / 2])
-    return est, float(lo), float(hi)
+# %% ../nbs/09a_report.ipynb #7a319d3b
+from .stats import BOOT_STATS, auc, bootstrap_ci   # the statistics a bootstrap reads, and the interval (01c_stats)
 
 # %% ../nbs/09a_report.ipynb #aeacf1a4
 DISTILL_MEASURES = [  # (column, split, HANS heuristic, gold label, statistic) of `distill_table`
@@ -414,7 +350,7 @@ def method_difference(preds:pd.DataFrame, # `distill_predictions`
     m = q[q.method == a][['data_seed', key, 'gold', c]].merge(q[q.method == b][['data_seed', key, c]], on=['data_seed', key], suffixes=('_a', '_b'))
     if not len(m): return (np.nan,) * 3
     m = m.astype({f'{c}_a': float, f'{c}_b': float})
-    if stat == 'auc': f = lambda d: metrics.auc(d['gold'], d[f'{c}_a']) - metrics.auc(d['gold'], d[f'{c}_b'])
+    if stat == 'auc': f = lambda d: auc(d['gold'], d[f'{c}_a']) - auc(d['gold'], d[f'{c}_b'])
     else: f = lambda d: np.mean(d[f'{c}_a'] - d[f'{c}_b'], axis=-1)
     return bootstrap_ci(m[['data_seed', key, 'gold', f'{c}_a', f'{c}_b']], f, by='data_seed', n_boot=n_boot, seed=seed, level=level, cluster=key)
 
