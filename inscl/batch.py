@@ -624,11 +624,11 @@ def fingerprint_diff(new:dict, # `{name: entry}` computed here
 ARCHIVE_DIR = 'reports/archive'
 
 def _copy_cell(src:Path, dst:Path):
-    "Copy a cell folder without its checkpoints, into a temporary sibling first, then renamed into place."
+    "Copy a cell folder without what only an unfinished run reads (checkpoints, a probe's per-(k, seed) parts), via a temporary sibling."
     import shutil
     tmp = dst.with_name(f'.{dst.name}.tmp')
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns('checkpoint-*', '*.tmp', '.*'))
+    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns('checkpoint-*', 'parts', '*.tmp', '.*'))
     if dst.exists(): shutil.rmtree(dst)
     os.replace(tmp, dst)
 
@@ -854,9 +854,9 @@ def _cmd_fingerprint(a) -> int:
 
 # %% ../nbs/09_batch.ipynb #3d893410
 def _cmd_archive(a) -> int:
-    "Copy the preset's finished grid cells into `reports/archive/<preset>` (`--restore`: back into its runs folder)."
+    "Copy the preset's finished grid and probe cells into `reports/archive/<preset>` (`--restore`: back into its runs folder)."
     p = load_preset(a.preset)
-    cells, where = sum(_preset_grids(a, p), []), kit_root()/ARCHIVE_DIR/p.name
+    cells, where = sum(_preset_grids(a, p), []) + probe_cells(p), kit_root()/ARCHIVE_DIR/p.name   # the probe: the report's section 0
     if a.restore:
         done = restore_cells(cells, where)
         print(f'archive: restored {len(done)} finished cells from {where} into {p.runs_dir} '
