@@ -116,7 +116,8 @@ def stage_docs(root:Path|str, # the kit's root (holds nbs/, reports/, inscl/)
         if p == 'nbs/index.ipynb': nb.cells.append(nbformat.v4.new_markdown_cell('\n\n'.join(nav)))   # the site's navigation
         (src/p).parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, src/p)
-    if (root/'reports/figures').is_dir(): shutil.copytree(root/'reports/figures', src/'reports/figures')
+    if (root/'reports/figures').is_dir():   # the figures and tables the pages show; the Markdown tables are for the README, not pages
+        shutil.copytree(root/'reports/figures', src/'reports/figures', ignore=shutil.ignore_patterns('*.md'))
     mods = sorted(f.stem for f in (root/'inscl').glob('*.py') if not f.stem.startswith('_'))
     (src/'api').mkdir()
     for m in mods: (src/'api'/f'{m}.md').write_text(_api_page(m))

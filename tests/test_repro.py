@@ -4,27 +4,11 @@ import pytest
 from inscl.batch import main, numerics_env, PINNED_NUMERICS
 from conftest import ROOT
 
-# A known failure of the promise, found on 2026-12-02 and not yet fixed: under the pin, the distillation cell's numbers
-# differ between AMD EPYC family 25 model 17 (where tests/fingerprints.json was made) and model 1; the continual
-# entries agree on both. On another CPU than the file's, that one difference is reported as an expected failure
-# (the README says so); any other difference, or any difference on the file's own CPU, fails.
-KNOWN_CPU_DIFFERENCE = ('known: the pinned distillation path is not bit-identical across AMD EPYC models '
-                        '(family 25 model 17 vs model 1); the continual entries matched (README, "Same numbers on any machine")')
-
-def _known_cpu_difference(out:str) -> bool:
-    "Is the only difference the known one: the distillation entry, on a CPU other than the one the file was made on?"
-    from inscl.batch import cpu_info
-    made = json.loads((ROOT/'tests'/'fingerprints.json').read_text())['made_on']['cpu_model']
-    here = '{cpu_model} ({cpu_id})'.format(**cpu_info())
-    differing = {l.split(': sha256')[0] for l in out.splitlines() if ': sha256' in l}
-    return here != made and differing == {'smoke distillation results (cd)'}
-
 @pytest.mark.slow
 def test_fingerprint_equals_the_committed_one(tmp_path, capsys):
     "The three pinned cells reproduce tests/fingerprints.json here, and their records say the pin was in force."
     rc = main(['fingerprint', '--keep', str(tmp_path), '--jobs', '1'])
     out = capsys.readouterr().out
-    if rc != 0 and _known_cpu_difference(out): pytest.xfail(KNOWN_CPU_DIFFERENCE)
     assert rc == 0, out[-3000:]
     assert 'digests equal tests/fingerprints.json' in out
     recs = [json.loads(p.read_text()) for p in tmp_path.glob('*/*/record.json')]
