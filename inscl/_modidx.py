@@ -64,6 +64,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'inscl.batch.distill_cells': ('batch.html#distill_cells', 'inscl/batch.py'),
                              'inscl.batch.distill_summary': ('batch.html#distill_summary', 'inscl/batch.py'),
                              'inscl.batch.experiment_notebook': ('batch.html#experiment_notebook', 'inscl/batch.py'),
+                             'inscl.batch.figures_dir': ('batch.html#figures_dir', 'inscl/batch.py'),
                              'inscl.batch.fingerprint_cells': ('batch.html#fingerprint_cells', 'inscl/batch.py'),
                              'inscl.batch.fingerprint_diff': ('batch.html#fingerprint_diff', 'inscl/batch.py'),
                              'inscl.batch.fingerprint_entry': ('batch.html#fingerprint_entry', 'inscl/batch.py'),

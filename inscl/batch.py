@@ -21,9 +21,9 @@ __all__ = ['PINNED_NUMERICS', 'NUMERICS_VARS', 'RECORD_PACKAGES', 'EXPERIMENTS',
            'numerics_record', 'kit_root', 'git_commit', 'run_record', 'experiment_notebook', 'Cell', 'inscl_cells',
            'cell_grid_method', 'grid_method', 'distill_cells', 'probe_cells', 'cell_progress', 'papermill_command',
            'cell_threads', 'run_cell', 'run_grid', 'inscl_summary', 'distill_summary', 'report_notebooks',
-           'report_owner', 'stamp_report', 'report_dir', 'run_reports', 'canonical_table', 'fingerprint_entry',
-           'fingerprint_cells', 'compute_fingerprints', 'fingerprint_diff', 'archive_cells', 'restore_cells',
-           'Terminated', 'writable_folder', 'runs_lock', 'main']
+           'report_owner', 'stamp_report', 'report_dir', 'figures_dir', 'run_reports', 'canonical_table',
+           'fingerprint_entry', 'fingerprint_cells', 'compute_fingerprints', 'fingerprint_diff', 'archive_cells',
+           'restore_cells', 'Terminated', 'writable_folder', 'runs_lock', 'main']
 
 # %% ../nbs/09_batch.ipynb #2bb4509b
 @dataclass
@@ -518,8 +518,6 @@ def stamp_report(nb:Path,        # an executed report notebook
                  numerics=numerics_env(cell_threads(None, native), native), **info, rendered_at=time.strftime('%Y-%m-%dT%H:%M:%S%z'))
     book = nbformat.read(nb, as_version=4)
     book.metadata['inscl'] = stamp
-    for k in ('input_path', 'output_path'):   # papermill records absolute paths: keep only the name (no path of this machine)
-        if k in book.metadata.get('papermill', {}): book.metadata.papermill[k] = Path(book.metadata.papermill[k]).name
     with atomic_path(nb) as tmp: nbformat.write(book, tmp)
     return stamp
 
@@ -529,12 +527,20 @@ def report_dir(p:Preset # the preset to report
     home = p.runs_dir.parent
     return home if report_owner(home) in (None, p.name) else home/p.name
 
+def figures_dir(p:Preset # the preset to report
+               ) -> Path:
+    "Where `p`'s figures and tables go: `<home>/figures/` for the owner of the reports there, else `<home>/figures/<preset>/`, where the owner's report finds them."
+    home = p.runs_dir.parent
+    return home/'figures' if report_dir(p) == home else home/'figures'/p.name
+
 def run_reports(p:Preset,                    # the preset whose runs are reported
-                out:Path|None=None,          # where executed reports and `figures/` go (default: the folder above runs_dir, `reports/`)
+                out:Path|None=None,          # where executed reports go (default: `report_dir(p)`)
                 timeout:float|None=None,     # seconds per report
                 native:bool=False,           # the host's native numerics instead of the pinned ones
+                figures:Path|None=None,      # where figures and tables go (default: `<out>/figures` with `out`, else `figures_dir(p)`)
                ) -> list[dict]:
     "Execute every report notebook with papermill into `report_dir(p)`; return one status row per report."
+    figures = Path(figures or (Path(out)/'figures' if out else figures_dir(p)))
     out = Path(out or report_dir(p))
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -544,11 +550,13 @@ def run_reports(p:Preset,                    # the preset whose runs are reporte
             rows.append(dict(study='report', run_id=nb.name, status='no runs', seconds=None, notebook=str(out/nb.name),
                              error=f'no finished {study} runs of preset {p.name!r} under {p.runs_dir}: not rendered'))
             continue
-        # paths relative to the kernel's folder: the executed report carries no absolute path of this machine
-        params = dict(preset=p.name, runs_dir=os.path.relpath(p.runs_dir, nb.parent), figures_dir=os.path.relpath(out/'figures', nb.parent))
-        cmd = papermill_command(nb, out/nb.name, params, nb.parent)
+        # every path relative to the report's folder, where papermill runs: the executed report names no folder of this machine
+        rel = lambda q: os.path.relpath(q, nb.parent)
+        params = dict(preset=p.name, runs_dir=rel(p.runs_dir), figures_dir=rel(figures))
+        cmd = papermill_command(Path(nb.name), Path(rel(out/nb.name)), params, Path('.'))
         t0 = time.perf_counter()
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **numerics_env(cell_threads(None, native), native)})
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=nb.parent,
+                           env={**os.environ, **numerics_env(cell_threads(None, native), native)})
         err = '' if r.returncode == 0 else ([l for l in r.stderr.splitlines() if l.strip()] or ['?'])[-1][:300]
         if r.returncode == 0: stamp_report(out/nb.name, p, native)
         rows.append(dict(study='report', run_id=nb.name, status='ran' if r.returncode == 0 else 'failed',

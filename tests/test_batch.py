@@ -156,7 +156,7 @@ def test_sigterm_stops_the_cells_and_resumes(kit):
 
 def test_reports_of_another_preset_render_beside_the_committed_ones(kit):
     "Executed reports belong to the preset papermill recorded in them: another preset's go to reports/<preset>/."
-    from inscl.batch import report_dir, report_owner
+    from inscl.batch import figures_dir, report_dir, report_owner
     from inscl.presets import load_preset
     smoke = load_preset('smoke')
     home = kit/'reports'
@@ -165,7 +165,33 @@ def test_reports_of_another_preset_render_beside_the_committed_ones(kit):
     (home/'20_continual.ipynb').write_text(json.dumps({'metadata': {'papermill': {'parameters': {'preset': 'tiny'}}}, 'cells': []}))
     assert report_owner(home) == 'tiny'
     assert report_dir(smoke) == home/'smoke' and report_dir(load_preset('tiny')) == home
+    assert figures_dir(smoke) == home/'figures'/'smoke' and figures_dir(load_preset('tiny')) == home/'figures'   # where tiny's report looks
     assert report_owner(ROOT/'reports') == 'tiny'                             # the committed reports are tiny's
+
+def test_reports_are_executed_with_relative_paths(kit, monkeypatch):
+    "run_reports runs papermill in the reports' folder with every path relative to it: the executed report names no folder of this machine."
+    import subprocess, sys
+    import inscl.batch as b
+    from inscl.presets import load_preset
+    smoke = load_preset('smoke')
+    for study in ('inscl', 'distill'):
+        (smoke.runs_dir/study/f'smoke-{study}').mkdir(parents=True)
+        (smoke.runs_dir/study/f'smoke-{study}'/'results.csv').write_text('x\n1\n')
+    (kit/'reports'/'20_continual.ipynb').write_text(json.dumps({'metadata': {'papermill': {'parameters': {'preset': 'tiny'}}}, 'cells': []}))
+    seen = []
+    def fake_run(cmd, cwd=None, **kw):
+        seen.append((cmd, cwd))
+        return subprocess.CompletedProcess(cmd, 1, '', 'stopped by the test')
+    monkeypatch.setattr(b.subprocess, 'run', fake_run)
+    rows = b.run_reports(smoke)
+    assert [r['status'] for r in rows] == ['failed', 'failed'] and len(seen) == 2
+    for (cmd, cwd), nb in zip(seen, b.report_notebooks()):
+        assert cwd == nb.parent and cmd[0] == sys.executable
+        assert not any(a.startswith('/') for a in cmd[1:]), cmd                 # no absolute path is handed to papermill
+        params = json.loads(cmd[cmd.index('-y') + 1])
+        assert (cwd/cmd[4]).resolve() == (b.report_dir(smoke)/nb.name).resolve()
+        assert (cwd/params['figures_dir']).resolve() == (kit/'reports'/'figures'/'smoke').resolve()
+        assert (cwd/params['runs_dir']).resolve() == smoke.runs_dir.resolve()
 
 def _runner_mid_run(kit, stages:int):
     "Start `inscl-repro inscl` (smoke, curriculum, random) in its own session; return it, its command, env and run folder once `stages` stages finished."
@@ -227,14 +253,13 @@ def test_executed_reports_record_their_versions(tmp_path):
     from inscl.presets import load_preset
     nb = tmp_path/'20_continual.ipynb'
     book = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell('# a report')])
-    book.metadata['papermill'] = dict(input_path=str(tmp_path/'in'/'20_continual.ipynb'), output_path=str(nb), parameters={})
+    book.metadata['papermill'] = dict(input_path='20_continual.ipynb', output_path='20_continual.ipynb', parameters={})
     nbformat.write(book, nb)
     stamp_report(nb, load_preset('smoke'))
     book = nbformat.read(nb, as_version=4)
     meta = book.metadata['inscl']
     assert meta['preset'] == 'smoke' and meta['versions']['torch'] and meta['versions']['pandas'] and meta['cpu_model']
     assert meta['numerics'].get('OMP_NUM_THREADS') == '1' and book.cells[0].source == '# a report'
-    assert book.metadata['papermill']['input_path'] == book.metadata['papermill']['output_path'] == '20_continual.ipynb'   # no path of this machine
 
 def test_local_workers_get_their_own_gpus(tmp_path, monkeypatch):
     "With --jobs 2 and four (fake) GPUs, each running cell holds its own pair, and a freed slot is reused; without GPUs nothing is set."
