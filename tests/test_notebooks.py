@@ -8,20 +8,21 @@ from nbdev.test import test_nb as run_nb
 from nbdev.config import get_config
 from conftest import ROOT
 
-NBS = sorted((ROOT/'nbs').glob('[0-9]*.ipynb'))
+NBS = sorted((ROOT/'nbs').glob('*/[0-9]*.ipynb'))   # nbs/<part>/<nn>_<name>.ipynb
+name = lambda p: p.relative_to(ROOT/'nbs').with_suffix('').as_posix() if p.is_relative_to(ROOT/'nbs') else p.stem   # continual/00_data
 SKIP = get_config(ROOT).tst_flags.split()  # 'slow notest'
 
 from inscl.docs import library_notebooks
 LIB = [ROOT/p for p in library_notebooks()]
 EXP = [p for p in NBS if 'experiment' in p.stem]
 
-@pytest.mark.parametrize('nb', EXP, ids=[p.stem for p in EXP])
+@pytest.mark.parametrize('nb', EXP, ids=[name(p) for p in EXP])
 def test_experiment_notebook(nb):
     "An experiment notebook runs end to end with its default parameters (the smoke preset); papermill keeps its outputs in the run folder, not here."
     ok, secs = run_nb(nb, skip_flags=SKIP, basepath=ROOT)
     assert ok, f'{nb.name} failed (details above); run `nbdev-test {nb.relative_to(ROOT)}`'
 
-@pytest.mark.parametrize('nb', LIB, ids=[p.stem for p in LIB])
+@pytest.mark.parametrize('nb', LIB, ids=[name(p) for p in LIB])
 def test_notebook(nb):
     "The notebook's fast cells pass and show what is committed (timings, memory and temporary paths masked)."
     from inscl.docs import notebook_outputs
@@ -31,14 +32,14 @@ def test_notebook(nb):
 def test_course_map():
     "The course's map names every notebook once, and the index links to each of them."
     from inscl.docs import COURSE, course_notebooks
-    have = sorted(p.relative_to(ROOT).as_posix() for d in ('nbs', 'reports') for p in (ROOT/d).glob('[0-9]*.ipynb'))
+    have = sorted(p.relative_to(ROOT).as_posix() for g in ('nbs/*/[0-9]*.ipynb', 'reports/[0-9]*.ipynb') for p in ROOT.glob(g))
     assert sorted(course_notebooks()) == have, set(have) ^ set(course_notebooks())
     index = ''.join(c.source for c in nbformat.read(ROOT/'nbs/index.ipynb', as_version=4).cells)
     for p in course_notebooks():
         link = p.removeprefix('nbs/') if p.startswith('nbs/') else '../' + p
         assert f']({link})' in index, f'nbs/index.ipynb does not link to {link}'
 
-@pytest.mark.parametrize('nb', sorted((ROOT/'nbs').glob('*.ipynb')) + sorted((ROOT/'reports').glob('*.ipynb')), ids=lambda p: p.stem)
+@pytest.mark.parametrize('nb', [ROOT/'nbs/index.ipynb'] + NBS + sorted((ROOT/'reports').glob('*.ipynb')), ids=name)
 def test_kernel_named(nb):
     "Jupyter opens every notebook with the kit's kernel, without asking."
     assert nbformat.read(nb, as_version=4).metadata.get('kernelspec', {}).get('name') == 'python3', nb.name
@@ -51,13 +52,13 @@ def _has_slow(nb):
 SLOW = [p for p in NBS if _has_slow(p)]
 
 @pytest.mark.slow
-@pytest.mark.parametrize('nb', SLOW, ids=[p.stem for p in SLOW])
+@pytest.mark.parametrize('nb', SLOW, ids=[name(p) for p in SLOW])
 def test_notebook_slow_cells(nb):
     "The notebook with its `#| slow` cells too (they load real models or train)."
     ok, secs = run_nb(nb, skip_flags=['notest'], force_flags=['slow'], basepath=ROOT)
     assert ok, f'{nb.name} failed with slow cells (details above); run `nbdev-test {nb.relative_to(ROOT)} --flags slow`'
 
-@pytest.mark.parametrize('nb', EXP, ids=[p.stem for p in EXP])
+@pytest.mark.parametrize('nb', EXP, ids=[name(p) for p in EXP])
 def test_parameters_typed(nb):
     "Every papermill parameter is written `name: type = value  # help`, so `papermill --help-notebook` shows its type and help."
     import papermill as pm
