@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from common import timed, add_common_args
-from inscl.data import builtin_superni
+from inscl.benchmark import builtin_superni
 from inscl.evaluate import generate, rouge_l
 from inscl.train import format_prompt
 from inscl.files import save_json

@@ -57,7 +57,7 @@ def main():
     args = ap.parse_args()
     warnings.filterwarnings('ignore')
     import numpy as np, torch
-    from inscl.data import builtin_superni
+    from inscl.benchmark import builtin_superni
     from inscl.files import save_json
     from inscl.models import load_model
     from inscl.train import collate, random_batches, pad_fraction, tokenize_records

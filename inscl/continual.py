@@ -12,7 +12,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 from .presets import Preset, load_preset, seed_everything
 from .files import atomic_write, save_json, load_json, save_table, load_table, check_table
-from .data import builtin_superni, builtin_size, load_superni, task_order
+from .data import load_superni, task_order
+from .benchmark import builtin_superni, builtin_size
 from .models import load_model
 from .replay import replay_plan, REPLAY_METHODS
 from .train import train, TrainConfig

@@ -17,7 +17,8 @@ __all__ = ['COURSE', 'KERNELSPEC', 'course_notebooks', 'library_notebooks', 'set
 COURSE = {
     'The shared core': ['nbs/core/00_presets.ipynb', 'nbs/core/01_files.ipynb', 'nbs/core/02_schemas.ipynb', 'nbs/core/03_stats.ipynb', 'nbs/core/04_models.ipynb',
                         'nbs/core/05_train.ipynb'],
-    'The continual study (InsCL)': ['nbs/continual/00_data.ipynb', 'nbs/continual/02_embeddings.ipynb', 'nbs/continual/03_similarity.ipynb',
+    'The continual study (InsCL)': ['nbs/continual/00_data.ipynb', 'nbs/continual/01_benchmark.ipynb',
+                                    'nbs/continual/02_embeddings.ipynb', 'nbs/continual/03_similarity.ipynb',
                                     'nbs/continual/04_allocation.ipynb', 'nbs/continual/05_insinfo.ipynb', 'nbs/continual/06_replay.ipynb',
                                     'nbs/continual/07_evaluate.ipynb', 'nbs/continual/08_continual.ipynb', 'nbs/continual/09_metrics.ipynb',
                                     'nbs/continual/10_experiment.ipynb'],

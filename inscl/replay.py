@@ -93,7 +93,7 @@ def _resolve_order(order) -> list[str]:
 def _train_records(records) -> list[dict]:
     "Training records from a list, a {'train', 'test'} split (test ids must not appear in train), or None (the embedded benchmark)."
     if records is None:
-        from inscl.data import builtin_superni
+        from inscl.benchmark import builtin_superni
         records = builtin_superni()
     if isinstance(records, Mapping):
         if 'train' not in records: raise ValueError(f"records: a dict must have a 'train' split, got keys {list(records)}")

@@ -2,8 +2,8 @@
 import csv, json, re, warnings
 from collections import Counter
 import pytest
-from inscl.data import (CATEGORIES, ORDERS, task_order, load_superni, builtin_superni, CATEGORY_MAP,
-                        WORDS, NAMES_F, NAMES_M, POSITIVE, NEGATIVE, VERBS, SIZES, COLORS, THINGS)
+from inscl.data import CATEGORIES, ORDERS, task_order, load_superni, CATEGORY_MAP
+from inscl.benchmark import builtin_superni, _WORDS, _NAMES_F, _NAMES_M, _POSITIVE, _NEGATIVE, _VERBS, _SIZES, _COLORS, _THINGS
 
 # ---------------------------------------------------------------- orders
 def test_orders_are_the_papers():
@@ -192,12 +192,12 @@ def test_builtin_tasks_and_uneven_phrasings(b0):
 def _solve(task, x):
     "An independent solver for several builtin tasks, working from the input text only."
     if task == 'noun_category':
-        noun = x.split()[-1]; return next(g for g, ws in WORDS.items() if noun in ws)
+        noun = x.split()[-1]; return next(g for g, ws in _WORDS.items() if noun in ws)
     if task == 'odd_one_out':
-        ws = x.split(', '); groups = [next(g for g, v in WORDS.items() if w in v) for w in ws]
+        ws = x.split(', '); groups = [next(g for g, v in _WORDS.items() if w in v) for w in ws]
         return next(w for w, g in zip(ws, groups) if groups.count(g) == 1)
     if task == 'grammaticality':
-        pat = rf"^({'|'.join(NAMES_F + NAMES_M)}) ({'|'.join(v[2] for v in VERBS)}) the ({'|'.join(SIZES + COLORS)}) ({'|'.join(THINGS)})\.$"
+        pat = rf"^({'|'.join(_NAMES_F + _NAMES_M)}) ({'|'.join(v[2] for v in _VERBS)}) the ({'|'.join(_SIZES + _COLORS)}) ({'|'.join(_THINGS)})\.$"
         return 'acceptable' if re.match(pat, x) else 'unacceptable'
     if task == 'text_to_code':
         nums = [int(n) for n in re.findall(r'\d+', x)]
@@ -207,13 +207,13 @@ def _solve(task, x):
     if task == 'has_number': return 'Yes' if re.search(r'\d', x) else 'No'
     if task == 'number': return re.search(r'\d+', x)[0]
     if task == 'polarity':
-        ws = re.findall(r'[a-z]+', x.lower()); return 'positive' if sum(w in POSITIVE for w in ws) > sum(w in NEGATIVE for w in ws) else 'negative'
+        ws = re.findall(r'[a-z]+', x.lower()); return 'positive' if sum(w in _POSITIVE for w in ws) > sum(w in _NEGATIVE for w in ws) else 'negative'
     if task == 'stars':
-        ws = re.findall(r'[a-z]+', x.lower()); return str(3 + sum(w in POSITIVE for w in ws) - sum(w in NEGATIVE for w in ws))
+        ws = re.findall(r'[a-z]+', x.lower()); return str(3 + sum(w in _POSITIVE for w in ws) - sum(w in _NEGATIVE for w in ws))
     if task == 'coreference':
         names = re.findall(r'[A-Z][a-z]+', x.split('Question:')[0])[1:3]
         pron = re.search(r'because (he|she)', x)[1]
-        return next(n for n in names if (n in NAMES_F) == (pron == 'she'))
+        return next(n for n in names if (n in _NAMES_F) == (pron == 'she'))
     if task == 'where_is':
         who = re.search(r'Where is (\w+)\?', x)[1]; return re.search(rf'{who} is in the (\w+)\.', x)[1]
     if task == 'how_many':
@@ -225,12 +225,12 @@ def _solve(task, x):
     if task == 'run_code':
         env = {}; exec(x.replace('; print(x)', '').replace('; ', '\n'), env); return str(env['x'])
     if task == 'past_tense':
-        w = x.split(); past = {v[1]: v[2] for v in VERBS}; return ' '.join([w[0], past[w[1]], *w[2:]])
+        w = x.split(); past = {v[1]: v[2] for v in _VERBS}; return ' '.join([w[0], past[w[1]], *w[2:]])
     if task == 'letter_count': return str(len(x.split()[-1]))
     if task == 'first_letter': return x.split()[-1][0]
     if task == 'longer_word': return max(x.split(' or '), key=len)
     if task == 'topic':
-        ws = Counter(w.strip('.').lower() for w in x.split()); return next(w for w in WORDS['animal'] if ws[w] == 3)
+        ws = Counter(w.strip('.').lower() for w in x.split()); return next(w for w in _WORDS['animal'] if ws[w] == 3)
     if task == 'word_problem':
         a, b = [int(n) for n in re.findall(r'\d+', x)]; return str(a + b if 'buys' in x else a - b)
     if task == 'arithmetic': return str(eval(x))

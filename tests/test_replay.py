@@ -81,7 +81,8 @@ def test_plan_errors_name_value(tmp_cache):
 
 @pytest.mark.slow
 def test_curriculum_on_builtin(tmp_cache):
-    from inscl.data import builtin_superni, task_order
+    from inscl.data import task_order
+    from inscl.benchmark import builtin_superni
     data = builtin_superni(seed=0)
     p = replay_plan('curriculum', 5, 'inscl', data, replay_per_task=16)
     assert p['total'] == 80 and list(p['budget']) == task_order('curriculum')[:5]

@@ -3,7 +3,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from inscl.data import builtin_superni
+from inscl.benchmark import builtin_superni
 from inscl.models import load_model
 from inscl.presets import load_preset
 from inscl.train import (TrainConfig, collate, format_example, format_prompt, length_grouped_batches, lm_loss,

@@ -4,7 +4,7 @@
     python train_ranks.py OUT.pt BATCH_SIZE GRAD_ACCUM"""
 import sys
 import torch
-from inscl.data import builtin_superni
+from inscl.benchmark import builtin_superni
 from inscl.models import load_model
 from inscl.train import TrainConfig, train
 
