@@ -17,7 +17,7 @@ from common import timed, add_common_args
 from inscl.files import save_json
 from inscl.icl import get_pattern, pattern_name, build_demos, answer_probs
 from inscl.models import load_model
-from inscl.nli import builtin_nli
+from inscl.nli_benchmark import builtin_nli
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

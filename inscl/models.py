@@ -103,7 +103,8 @@ def tiny_corpus(seed:int=0 # the embedded generators' seed
                ) -> list[str]:
     "The text the tiny tokenizers are trained on: the embedded instruction and NLI data, and the kit's prompt words."
     from inscl.benchmark import builtin_superni
-    from inscl.nli import builtin_nli, builtin_hans
+    from inscl.nli_benchmark import builtin_nli
+    from inscl.hans_benchmark import builtin_hans
     texts = [t for r in _records(builtin_superni(seed=seed)) for t in (r['instruction'], r['input'], *r['outputs'])]
     texts += [t for r in _records(builtin_nli(seed=seed)) + _records(builtin_hans(seed=seed))
               for t in (r['premise'], r['hypothesis'])]

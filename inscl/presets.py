@@ -55,7 +55,7 @@ class DistillPreset:
     k:int                 # demonstrations per teacher prompt
     pattern:str           # prompt pattern (`minimal`, `gpt-3`, `eval-harness`, `instruction`, `chat`)
     calibration:str       # ICL scorers' predictions and the cd teacher's distribution: `none`, `contextual` or `prior`
-    phenomena:list[str]   # embedded data only: the in-domain phenomena the study keeps (empty: all; `inscl.nli.PHENOMENA`)
+    phenomena:list[str]   # embedded data only: the in-domain phenomena the study keeps (empty: all; `inscl.nli_benchmark.PHENOMENA`)
     data_seeds:list[int]  # demonstration/data seeds
     alpha:float           # weight of the KL term in the distillation loss
     tau:float             # distillation temperature

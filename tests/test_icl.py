@@ -7,7 +7,7 @@ from inscl.icl import (PATTERNS, PATTERN_NAMES, Pattern, get_pattern, pattern_na
                        answer_probs, AnswerProbs, icl_predict, score_icl, CALIBRATIONS, calibrate, prior_match, prior_weights,
                        apply_calibration, content_free_probs, CHAT_INSTRUCTION)
 from inscl.models import load_model
-from inscl.nli import builtin_nli
+from inscl.nli_benchmark import builtin_nli
 
 def _rec(i, gold, p=None, h=None):
     return dict(id=f'r{i}', premise=p or f'Premise number {i}.', hypothesis=h or f'Hypothesis {i}.',

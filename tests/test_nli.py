@@ -2,9 +2,9 @@
 import json, re
 from collections import Counter
 import pytest
-from inscl.nli import (load_mnli, load_rte, load_hans, load_nli, read_nli_file, balanced_sample, builtin_nli,
-                       builtin_hans, PHENOMENA, HANS_SUBCASES, NLI_HYPERNYMS, NLI_ANTONYMS, HEURISTICS,
-                       premise_part)
+from inscl.nli import load_mnli, load_rte, load_hans, load_nli, read_nli_file, balanced_sample, HEURISTICS, premise_part
+from inscl.nli_benchmark import builtin_nli, PHENOMENA, _NLI_HYPERNYMS, _NLI_ANTONYMS
+from inscl.hans_benchmark import builtin_hans, HANS_SUBCASES
 
 def write_tsv(path, header, rows):
     path.write_text('\n'.join('\t'.join(map(str, r)) for r in [header, *rows]) + '\n', encoding='utf-8')
@@ -260,7 +260,7 @@ def test_builtin_nli_labels_recomputed():
     conv = {'taller': 'shorter', 'older': 'younger', 'faster': 'slower', 'richer': 'poorer', 'stronger': 'weaker', 'heavier': 'lighter'}
     conv |= {v: k for k, v in conv.items()}
     rooms, outside = {'kitchen', 'attic', 'cellar', 'bedroom', 'bathroom'}, {'garden', 'park', 'yard'}
-    antonyms = {frozenset((x, y)) for _, x, y in NLI_ANTONYMS}
+    antonyms = {frozenset((x, y)) for _, x, y in _NLI_ANTONYMS}
     for r in builtin_nli(seed=2, n=2100, binarize=False):
         p, h, l = _words(r['premise']), _words(r['hypothesis']), r['label']
         ph = r['phenomenon']
@@ -273,7 +273,7 @@ def test_builtin_nli_labels_recomputed():
         elif ph == 'hypernym':
             spec, gen = (h, p) if l == 'neutral' else (p, h)
             assert spec[:-2] == gen[:-2]
-            assert (NLI_HYPERNYMS[spec[-1]] == gen[-1]) == (l != 'contradiction')
+            assert (_NLI_HYPERNYMS[spec[-1]] == gen[-1]) == (l != 'contradiction')
         elif ph == 'negation':
             if ('not' in p) != ('not' in h): assert l == 'contradiction'
             else: assert 'not' not in p and l == ('entailment' if len(h) < len(p) else 'neutral')
