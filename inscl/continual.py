@@ -19,7 +19,7 @@ from .replay import replay_plan, REPLAY_METHODS
 from .train import train, TrainConfig
 from .evaluate import evaluate_tasks
 from .cluster import is_main_process, wait_for_everyone, unshard
-from .schemas import CONTINUAL_COLUMNS, continual_run_id, experts_run_id
+from .schemas import CONTINUAL_COLUMNS, CONTINUAL_REGISTRY, continual_run_id, experts_run_id, study_method
 
 # %% auto #0
 __all__ = ['GRID_METHODS', 'ABLATIONS', 'study_data', 'continual_variant', 'continual_grid_name', 'check_results',
@@ -55,14 +55,14 @@ def study_data(p:Preset,            # the preset (its `inscl` part and seed)
             'test': _subsample(d['test'], p.inscl.n_test_per_task, p.seed, f'{src} (test split, inscl.n_test_per_task)')}
 
 # %% ../nbs/continual/08_continual.ipynb #9d259ebf
-GRID_METHODS = ('none', 'random', 'inscl', 'wdist', 'insinfo', 'inscl_uniform')  # the paper's main methods and its ablations
-ABLATIONS = ('wdist', 'insinfo', 'inscl_uniform')                                # run on the preset's `ablation_orders` only
+GRID_METHODS = tuple(m.name for m in CONTINUAL_REGISTRY)              # the paper's main methods and its ablations
+ABLATIONS = tuple(m.name for m in CONTINUAL_REGISTRY if m.ablation)   # run on the preset's `ablation_orders` only
 
 def continual_variant(name:str # a grid method: none, random, inscl, wdist, insinfo or inscl_uniform
                      ) -> tuple[str, str|None]:
     "`(method, weights)` of a grid method (weights None: the preset's)."
-    if name not in GRID_METHODS: raise ValueError(f"unknown continual method {name!r}; expected one of: {', '.join(GRID_METHODS)}")
-    return ('inscl', 'uniform') if name == 'inscl_uniform' else (name, None)
+    m = study_method('continual', name)
+    return m.runner, m.weights
 
 def continual_grid_name(method:str,            # a replay method, or a report name such as `inscl-uniform`
                         weights:str|None=None  # its point weights (None or `real`: the default)

@@ -80,8 +80,9 @@ def answer_kl(teacher_logits:np.ndarray, # (n, A) teacher answer-word logits
 from .stats import auc   # ROC AUC of p(entailed) against gold; NaN with one class (defined in inscl.stats, shared with the probe and the reports)
 
 # %% ../nbs/distill/04_distill.ipynb #a10e9be7
-DISTILL_METHODS = ('icl', 'zero_shot', 'pbft', 'pbft_answer', 'cd')
-METHOD_NAMES = ('icl', 'icl-teacher', 'icl-student', 'zero_shot', 'pbft', 'pbft_answer', 'cd')
+from .schemas import DISTILL_REGISTRY, runner_methods   # the method registry (one entry per method, in inscl.schemas)
+DISTILL_METHODS = runner_methods('distill')                          # icl, zero_shot, pbft, pbft_answer, cd
+METHOD_NAMES = ('icl', *(m.name for m in DISTILL_REGISTRY))          # icl (the teacher), icl-teacher, icl-student, zero_shot, pbft, pbft_answer, cd
 TRAINED = ('pbft', 'pbft_answer', 'cd')   # the methods that train the student
 METHOD_CE = {'pbft': 'vocab', 'pbft_answer': 'answer', 'cd': 'vocab'}   # each trained method's CE term (see `CE_KINDS`)
 KL_KINDS = ('answer', 'vocab')

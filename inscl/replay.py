@@ -11,6 +11,7 @@ from .allocation import allocate_replay
 from .similarity import group_by_task, task_distributions, task_distance
 from .insinfo import get_tagger, insinfo_scores, normalize_tag, tag_merges
 from .allocation import budget_tv
+from .schemas import runner_methods
 
 # %% auto #0
 __all__ = ['REPLAY_METHODS', 'sample_replay', 'replay_budget', 'replay_plan']
@@ -62,7 +63,7 @@ def sample_replay(records:Sequence[dict],   # one previous task's training recor
     return [records[i] for i in sorted(picked)]
 
 # %% ../nbs/continual/06_replay.ipynb #138a3167
-REPLAY_METHODS = ('none', 'random', 'inscl', 'wdist', 'insinfo')
+REPLAY_METHODS = runner_methods('continual')   # none, random, inscl, wdist, insinfo (inscl.schemas.CONTINUAL_REGISTRY)
 
 
 def _cap_budget(budget:dict,    # task -> wanted count

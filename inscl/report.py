@@ -21,14 +21,9 @@ __all__ = ['METHOD_ORDER', 'METHOD_COLOURS', 'DISTILL_MEASURES', 'NON_ANSWER', '
            'method_difference', 'transfer_statements', 'memory_comparison']
 
 # %% ../nbs/run/01_report.ipynb #bf4b50b5
-METHOD_ORDER = {  # the order methods appear in every table, legend and axis of a study
-    'continual': ['none', 'random', 'inscl', 'wdist', 'insinfo'],
-    'distill': ['icl-teacher', 'icl-student', 'zero_shot', 'pbft-full', 'pbft-lora', 'pbft-bitfit', 'pbft_answer-full', 'pbft_answer-lora',
-                'cd-full', 'cd-lora', 'cd-bitfit']}
-METHOD_COLOURS = {  # index of each method's colour in seaborn's 10-colour `colorblind` palette
-    'continual': {'none': 7, 'random': 0, 'inscl': 1, 'wdist': 2, 'insinfo': 4},
-    'distill': {'icl-teacher': 0, 'icl-student': 9, 'zero_shot': 7, 'pbft-full': 2, 'pbft-lora': 8, 'pbft-bitfit': 5,
-                'pbft_answer-full': 6, 'cd-full': 1, 'cd-lora': 3, 'cd-bitfit': 4}}
+from .schemas import REGISTRY   # the method registry: every method's report names and colour
+METHOD_ORDER = {s: [n for m in ms for n in m.report_names] for s, ms in REGISTRY.items()}   # the order of every table, legend and axis
+METHOD_COLOURS = {s: {n: c for m in ms for n, c in m.colours().items()} for s, ms in REGISTRY.items()}   # seaborn `colorblind` indices
 
 def _check_study(study:str):
     if study not in METHOD_ORDER: raise ValueError(f"unknown study {study!r}; expected one of: {', '.join(METHOD_ORDER)}")
