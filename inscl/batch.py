@@ -23,7 +23,7 @@ __all__ = ['PINNED_NUMERICS', 'NUMERICS_VARS', 'RECORD_PACKAGES', 'EXPERIMENTS',
            'cell_threads', 'run_cell', 'run_grid', 'inscl_summary', 'distill_summary', 'report_notebooks',
            'report_owner', 'stamp_report', 'report_dir', 'figures_dir', 'run_reports', 'canonical_table',
            'fingerprint_entry', 'fingerprint_cells', 'compute_fingerprints', 'fingerprint_diff', 'archive_cells',
-           'restore_cells', 'Terminated', 'writable_folder', 'runs_lock', 'main']
+           'restore_cells', 'Terminated', 'writable_folder', 'runs_lock', 'cpu_vendor', 'main']
 
 # %% ../nbs/run/00_batch.ipynb #2bb4509b
 @dataclass
@@ -837,27 +837,39 @@ def _runs_lock(a, argv:list[str]):
     return runs_lock(load_preset(a.preset).runs_dir, 'inscl-repro ' + ' '.join(argv))
 
 # %% ../nbs/run/00_batch.ipynb #d374cf37
+def cpu_vendor() -> str:
+    "This CPU's vendor (`vendor_id`: AuthenticAMD, GenuineIntel), the key of its fingerprint; the machine name where there is none."
+    import platform
+    cid = cpu_info()['cpu_id'].split()
+    return cid[1] if cid[:1] == ['vendor_id'] and len(cid) > 1 else (platform.machine() or 'unknown')
+
 def _cmd_fingerprint(a) -> int:
-    "Recompute the fingerprint and compare it with the committed file (`--update`: rewrite the file)."
+    "Recompute the fingerprint and compare it with this CPU vendor's committed digests (`--update`: rewrite them)."
     import shutil, tempfile, torch
     if a.update and a.native_cpu: raise ValueError("--update --native-cpu: the committed fingerprint is of the pinned numerics; drop --native-cpu")
     path, out = kit_root()/FINGERPRINT_FILE, Path(a.keep or tempfile.mkdtemp(prefix='inscl-fingerprint-'))
     try: new = compute_fingerprints(out, a.jobs, a.native_cpu)
     finally:
         if not a.keep: shutil.rmtree(out, ignore_errors=True)
-    cpu = '{cpu_model} ({cpu_id})'.format(**cpu_info())
+    cpu, vendor = '{cpu_model} ({cpu_id})'.format(**cpu_info()), cpu_vendor()
+    fp = load_json(path) if path.is_file() else dict(by_vendor={})
     if a.update:
-        save_json(dict(about='sha256 digests of canonical results: inscl-repro fingerprint checks them, --update rewrites them',
-                       made_on=dict(cpu_model=cpu, torch=torch.__version__, numerics=PINNED_NUMERICS, threads=1, git_commit=git_commit()),
-                       entries=new), path)
-        print(f'fingerprint: wrote {len(new)} digests to {path} (made on {cpu})'); return 0
-    if not path.is_file(): raise ValueError(f"{path}: no committed fingerprint; write one with inscl-repro fingerprint --update")
-    old = load_json(path)
-    diff = fingerprint_diff(new, old['entries'])
-    if not diff:
-        print(f"fingerprint: all {len(new)} digests equal {FINGERPRINT_FILE} (made on {old['made_on']['cpu_model']}; here {cpu})"); return 0
-    print(f"fingerprint: differs from {FINGERPRINT_FILE} (made on {old['made_on']['cpu_model']} with torch {old['made_on']['torch']}; "
-          f"here {cpu} with torch {torch.__version__}{', native numerics' if a.native_cpu else ''})", *diff, sep='\n')
+        fp['about'] = 'sha256 digests of canonical results, one set per CPU vendor: inscl-repro fingerprint checks them, --update rewrites this vendor\'s'
+        fp['by_vendor'][vendor] = dict(made_on=dict(cpu_model=cpu, torch=torch.__version__, numerics=PINNED_NUMERICS, threads=1, git_commit=git_commit()),
+                                       entries=new)
+        save_json(fp, path)
+        print(f'fingerprint: wrote {len(new)} digests for {vendor} to {path} (made on {cpu})'); return 0
+    if not fp['by_vendor']: raise ValueError(f"{path}: no committed fingerprint; write one with inscl-repro fingerprint --update")
+    same = [v for v, e in fp['by_vendor'].items() if not fingerprint_diff(new, e['entries'])]
+    also = f"; it also equals the {', '.join(v for v in same if v != vendor)} digests" if set(same) - {vendor} else ''
+    if vendor not in fp['by_vendor']:
+        print(f"fingerprint: {FINGERPRINT_FILE} has no digests for this CPU's vendor {vendor} (it has {', '.join(fp['by_vendor'])}){also}; "
+              f"here {cpu}: check them against a second {vendor} machine, then commit them with --update"); return 1
+    mine = fp['by_vendor'][vendor]
+    if vendor in same:
+        print(f"fingerprint: all {len(new)} digests equal {FINGERPRINT_FILE} for {vendor} (made on {mine['made_on']['cpu_model']}; here {cpu}){also}"); return 0
+    print(f"fingerprint: differs from {FINGERPRINT_FILE} for {vendor} (made on {mine['made_on']['cpu_model']} with torch {mine['made_on']['torch']}; "
+          f"here {cpu} with torch {torch.__version__}{', native numerics' if a.native_cpu else ''}){also}", *fingerprint_diff(new, mine['entries']), sep='\n')
     return 1
 
 # %% ../nbs/run/00_batch.ipynb #3d893410

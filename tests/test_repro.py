@@ -6,7 +6,7 @@ from conftest import ROOT
 
 @pytest.mark.slow
 def test_fingerprint_equals_the_committed_one(tmp_path, capsys):
-    "The three pinned cells reproduce tests/fingerprints.json here, and their records say the pin was in force."
+    "The three pinned cells reproduce this CPU vendor's digests in tests/fingerprints.json, and their records say the pin was in force."
     rc = main(['fingerprint', '--keep', str(tmp_path), '--jobs', '1'])
     out = capsys.readouterr().out
     assert rc == 0, out[-3000:]
@@ -19,14 +19,16 @@ def test_fingerprint_equals_the_committed_one(tmp_path, capsys):
         assert n['torch_cpu_capability'] == 'AVX2' and n['torch_threads'] == 1 and n['cpu_model'] and n['cpu_flags']
 
 def test_fingerprint_file_is_complete():
-    "The committed file names what it fingerprints, with digests of the canonical text it holds."
+    "The committed file holds one set per CPU vendor, each naming what it fingerprints, with digests of the canonical text it holds."
     import hashlib
     fp = json.loads((ROOT/'tests'/'fingerprints.json').read_text())
-    assert set(fp['entries']) == {'smoke continual results (curriculum, inscl)', 'smoke distillation results (cd)',
-                                  'tiny continual per-stage losses (stages 0-1)', 'tiny continual results (stages 0-1)'}
-    for name, e in fp['entries'].items():
-        assert hashlib.sha256(('\n'.join(e['lines']) + '\n').encode()).hexdigest() == e['sha256'], name
-    assert fp['made_on']['numerics'] == PINNED_NUMERICS and fp['made_on']['threads'] == 1
+    assert {'AuthenticAMD', 'GenuineIntel'} <= set(fp['by_vendor'])
+    for vendor, f in fp['by_vendor'].items():
+        assert set(f['entries']) == {'smoke continual results (curriculum, inscl)', 'smoke distillation results (cd)',
+                                     'tiny continual per-stage losses (stages 0-1)', 'tiny continual results (stages 0-1)'}, vendor
+        for name, e in f['entries'].items():
+            assert hashlib.sha256(('\n'.join(e['lines']) + '\n').encode()).hexdigest() == e['sha256'], (vendor, name)
+        assert f['made_on']['numerics'] == PINNED_NUMERICS and f['made_on']['threads'] == 1 and vendor in f['made_on']['cpu_model'], vendor
 
 def test_the_pin_changes_what_torch_runs():
     "A kernel started with the pinned variables uses AVX2 kernels and one thread, whatever the host has; --native-cpu sets none."
@@ -49,3 +51,22 @@ def test_lock_covers_the_dev_extra():
     installed = {d.metadata['Name'].lower().replace('_', '-'): d.version for d in distributions()}
     off = {k: (v, installed[k]) for k, v in lock.items() if k in installed and installed[k].split('+')[0] != v}   # torch's +cpu label
     assert not off, f'installed versions differ from requirements.lock: {off}'
+
+def test_fingerprint_checks_this_vendors_digests(tmp_path, monkeypatch, capsys):
+    "The check uses the set of the CPU's vendor, names another vendor's set it equals, and fails for a vendor it has none for."
+    import inscl.batch as b
+    from inscl.files import save_json
+    amd, intel = {'t': b.fingerprint_entry('x\n1\n')}, {'t': b.fingerprint_entry('x\n2\n')}
+    made = dict(cpu_model='a cpu', torch='2.13.0', numerics=PINNED_NUMERICS, threads=1, git_commit='abc')
+    save_json({'by_vendor': {'AuthenticAMD': dict(made_on=made, entries=amd), 'GenuineIntel': dict(made_on=made, entries=intel)}},
+              tmp_path/'tests'/'fingerprints.json')
+    monkeypatch.setattr(b, 'kit_root', lambda: tmp_path)
+    monkeypatch.setattr(b, 'compute_fingerprints', lambda out, jobs, native: amd)   # this machine computes AMD's digests
+    for vendor, rc, says in [('AuthenticAMD', 0, 'all 1 digests equal tests/fingerprints.json for AuthenticAMD'),
+                             ('GenuineIntel', 1, 'differs from tests/fingerprints.json for GenuineIntel'),
+                             ('HygonGenuine', 1, 'has no digests for this CPU\'s vendor HygonGenuine')]:
+        monkeypatch.setattr(b, 'cpu_vendor', lambda: vendor)
+        assert main(['fingerprint']) == rc
+        out = capsys.readouterr().out
+        assert says in out, out
+        assert ('it also equals the AuthenticAMD digests' in out) == (vendor != 'AuthenticAMD'), out
