@@ -17,13 +17,14 @@ import pandas as pd
 
 # %% auto #0
 __all__ = ['PINNED_NUMERICS', 'NUMERICS_VARS', 'RECORD_PACKAGES', 'EXPERIMENTS', 'FINGERPRINT_FILE', 'VOLATILE_COLUMNS',
-           'ARCHIVE_DIR', 'Stage', 'run_stages', 'prepare_stages', 'plan_stages', 'numerics_env', 'cpu_info',
-           'numerics_record', 'kit_root', 'git_commit', 'run_record', 'experiment_notebook', 'Cell', 'inscl_cells',
-           'cell_grid_method', 'grid_method', 'distill_cells', 'probe_cells', 'cell_progress', 'papermill_command',
-           'cell_threads', 'run_cell', 'run_grid', 'inscl_summary', 'distill_summary', 'report_notebooks',
-           'report_owner', 'stamp_report', 'report_dir', 'figures_dir', 'run_reports', 'canonical_table',
-           'fingerprint_entry', 'fingerprint_cells', 'compute_fingerprints', 'fingerprint_diff', 'archive_cells',
-           'restore_cells', 'Terminated', 'writable_folder', 'runs_lock', 'cpu_vendor', 'main']
+           'ARCHIVE_DIR', 'RECORD_TEXTS', 'Stage', 'run_stages', 'prepare_stages', 'plan_stages', 'numerics_env',
+           'cpu_info', 'numerics_record', 'kit_root', 'git_commit', 'run_record', 'experiment_notebook', 'Cell',
+           'inscl_cells', 'cell_grid_method', 'grid_method', 'distill_cells', 'probe_cells', 'cell_progress',
+           'papermill_command', 'cell_threads', 'run_cell', 'run_grid', 'inscl_summary', 'distill_summary',
+           'report_notebooks', 'report_owner', 'stamp_report', 'report_dir', 'figures_dir', 'run_reports',
+           'canonical_table', 'fingerprint_entry', 'fingerprint_cells', 'compute_fingerprints', 'fingerprint_diff',
+           'machine_free', 'scrub_cell', 'archive_cells', 'restore_cells', 'Terminated', 'writable_folder', 'runs_lock',
+           'cpu_vendor', 'main']
 
 # %% ../nbs/run/00_batch.ipynb #2bb4509b
 @dataclass
@@ -353,6 +354,7 @@ def cell_progress(c:Cell) -> str:
         return f'stage {done}/{n}'
     except (OSError, ValueError, KeyError): return 'starting'
 
+# %% ../nbs/run/00_batch.ipynb #5997e311
 _LIVE = set()   # papermill processes running now (stopped when the runner is interrupted)
 
 def _stop(proc:subprocess.Popen):
@@ -368,6 +370,7 @@ def _stop(proc:subprocess.Popen):
     try: proc.wait(timeout=10)
     except subprocess.TimeoutExpired: proc.kill()
 
+# %% ../nbs/run/00_batch.ipynb #f8ae18a4
 def papermill_command(nb:Path,      # the notebook to execute
                       out:Path,     # where the executed copy goes
                       params:dict,  # its parameters
@@ -377,6 +380,7 @@ def papermill_command(nb:Path,      # the notebook to execute
     return [sys.executable, '-m', 'papermill', str(nb), str(out), '-y', json.dumps(params), '--cwd', str(cwd),
             '-k', 'python3', '--language', 'python', '--no-progress-bar']
 
+# %% ../nbs/run/00_batch.ipynb #92e868d1
 def cell_threads(threads:int|None, # the threads asked for (None: the default)
                  native:bool=False  # native numerics (no pin)
                 ) -> int|None:
@@ -384,6 +388,7 @@ def cell_threads(threads:int|None, # the threads asked for (None: the default)
     if threads is not None and threads < 1: raise ValueError(f"--threads {threads}: expected a whole number of at least 1")
     return threads or (None if native else 1)
 
+# %% ../nbs/run/00_batch.ipynb #d1dee0ab
 def run_cell(c:Cell,                  # the cell
              threads:int|None=None,   # torch CPU threads of its kernel (None: 1 with pinned numerics, else torch's default)
              timeout:float|None=None, # seconds before the cell is stopped (None: no limit)
@@ -408,6 +413,7 @@ def run_cell(c:Cell,                  # the cell
     return dict(study=c.study, run_id=c.run_id, status='ran' if ok else 'failed', seconds=round(time.perf_counter() - t0, 1),
                 notebook=str(c.notebook), error=err)
 
+# %% ../nbs/run/00_batch.ipynb #8a9fca6b
 def _error_line(log:Path, rc) -> str:
     "The last exception line of a papermill log (or the exit code)."
     lines = [l.strip() for l in log.read_text(errors='replace').splitlines() if l.strip()]
@@ -498,6 +504,7 @@ def report_notebooks() -> list[Path]:
     "The report notebooks, in order."
     return sorted((kit_root()/'reports').glob('2*_*.ipynb'))
 
+# %% ../nbs/run/00_batch.ipynb #4f678c17
 def report_owner(folder:Path # a folder of executed reports
                 ) -> str|None:
     "The preset the executed reports in `folder` were rendered from (papermill records its parameters), or None."
@@ -506,6 +513,7 @@ def report_owner(folder:Path # a folder of executed reports
         except (OSError, ValueError, KeyError, TypeError): continue
     return None
 
+# %% ../nbs/run/00_batch.ipynb #6db7f9c2
 def stamp_report(nb:Path,        # an executed report notebook
                  p:Preset,        # the preset it reports
                  native:bool=False # whether it ran with native numerics
@@ -521,18 +529,21 @@ def stamp_report(nb:Path,        # an executed report notebook
     with atomic_path(nb) as tmp: nbformat.write(book, tmp)
     return stamp
 
+# %% ../nbs/run/00_batch.ipynb #31908d93
 def report_dir(p:Preset # the preset to report
               ) -> Path:
     "Where `p`'s reports go: the folder above its runs_dir when the reports there are `p`'s (or there are none), else `<that folder>/<preset>/`."
     home = p.runs_dir.parent
     return home if report_owner(home) in (None, p.name) else home/p.name
 
+# %% ../nbs/run/00_batch.ipynb #5a4d78b3
 def figures_dir(p:Preset # the preset to report
                ) -> Path:
     "Where `p`'s figures and tables go: `<home>/figures/` for the owner of the reports there, else `<home>/figures/<preset>/`, where the owner's report finds them."
     home = p.runs_dir.parent
     return home/'figures' if report_dir(p) == home else home/'figures'/p.name
 
+# %% ../nbs/run/00_batch.ipynb #cbc2e205
 def run_reports(p:Preset,                    # the preset whose runs are reported
                 out:Path|None=None,          # where executed reports go (default: `report_dir(p)`)
                 timeout:float|None=None,     # seconds per report
@@ -640,12 +651,37 @@ def _copy_cell(src:Path, dst:Path):
     if dst.exists(): shutil.rmtree(dst)
     os.replace(tmp, dst)
 
+_ABS_RUNS = re.compile(r"/(?:[\w.+-]+/)+?reports/runs(?![\w.-])")   # the kit's default runs folder, on any machine
+_ABS_NBS = re.compile(r"/(?:[\w.+-]+/)+?(?=nbs/)")                   # the folders above the kit's notebooks
+_ABS_SITE = re.compile(r"/(?:[\w.+-]+/)+?site-packages/")            # where that machine installed packages
+_ABS_CACHE = re.compile(r"/(?:[\w.+-]+/)+?\.cache/inscl/")           # the kit's default cache there
+RECORD_TEXTS = ('experiment.ipynb', 'papermill.log', 'record.json', 'run.json')  # a cell's records that name folders
+
+def machine_free(text:str,                # a record of the machine that ran a cell
+                 runs_dir:Path|None=None  # that machine's runs folder, if known (any `.../reports/runs` is recognised)
+                ) -> str:
+    "`text` without that machine's folders: the runs folder as `<runs_dir>`, notebooks as `nbs/...`, packages and caches as `<site-packages>/`, `<cache>/`."
+    if runs_dir: text = text.replace(str(runs_dir), '<runs_dir>')
+    text = _ABS_NBS.sub('', _ABS_RUNS.sub('<runs_dir>', text))
+    return _ABS_CACHE.sub('<cache>/', _ABS_SITE.sub('<site-packages>/', text))
+
+def scrub_cell(folder:Path,               # an archived cell folder
+               runs_dir:Path|None=None    # the runs folder it was copied from, if known
+              ):
+    "Rewrite the cell's records (`RECORD_TEXTS`) with `machine_free`, atomically; the results and their digests are untouched."
+    from inscl.files import atomic_write
+    for name in RECORD_TEXTS:
+        if (f := folder/name).is_file() and (t := f.read_text()) != (new := machine_free(t, runs_dir)): atomic_write(f, new)
+
 def archive_cells(cells:list[Cell], # a preset's grid cells
                   dest:Path # `reports/archive/<preset>`
                  ) -> list[Cell]:
-    "Copy the finished `cells` (no checkpoints) into `dest/<study>/<run_id>`; return the cells archived."
+    "Copy the finished `cells` (no checkpoints) into `dest/<study>/<run_id>`, every archived cell's records without absolute paths; return the cells archived."
     done = [c for c in cells if c.finished()]
-    for c in done: (dest/c.study).mkdir(parents=True, exist_ok=True); _copy_cell(c.run_dir, dest/c.study/c.run_id)
+    for c in done:
+        (dest/c.study).mkdir(parents=True, exist_ok=True); _copy_cell(c.run_dir, dest/c.study/c.run_id)
+        scrub_cell(dest/c.study/c.run_id, c.run_dir.parents[1])
+    for d in sorted(dest.glob('*/*')): scrub_cell(d)   # cells archived before, on other machines
     return done
 
 def restore_cells(cells:list[Cell], # a preset's grid cells
@@ -915,11 +951,13 @@ def _whole(least:int) -> Callable[[str], int]:
         return x
     return parse
 
+# %% ../nbs/run/00_batch.ipynb #6fb6f158
 class _Parser(argparse.ArgumentParser):
     "argparse with one-line errors: `inscl-repro all: error: argument --jobs: ...`."
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
+# %% ../nbs/run/00_batch.ipynb #2e1c0072
 def _parser() -> argparse.ArgumentParser:
     ap = _Parser(prog='inscl-repro', description='Reproduce the inscl studies for a preset of settings.ini.')
     sub = ap.add_subparsers(dest='cmd', required=True)

@@ -76,12 +76,14 @@ def slurm_state(job_id:str # a SLURM job id
     if r.returncode: return None if 'Invalid job id' in r.stderr else 'UNKNOWN'
     return (r.stdout.split() or [None])[0]
 
+# %% ../nbs/run/02_cluster.ipynb #b3b7539e
 def _log_tail(path:Path) -> str:
     "The last non-empty line of a job's log (SLURM's `*** JOB 12 ON node CANCELLED ...`), or ''."
     try: lines = [l.strip() for l in Path(path).read_text(errors='replace').splitlines() if l.strip()]
     except OSError: return ''
     return lines[-1] if lines else ''
 
+# %% ../nbs/run/02_cluster.ipynb #8531387b
 class SlurmExecutor:
     "Run grid cells as SLURM jobs with submitit; `run` stands in for `inscl.batch.run_cell`."
     def __init__(self, folder:Path|str,                 # submitit's job folder (scripts, logs, pickles)

@@ -148,6 +148,7 @@ class TeacherProbs:
         if how == 'contextual' and self.p_cf is None: raise ValueError(f"{self.path}: no content-free probabilities cached; delete the file")
         return apply_calibration(self.p_norm, how, self.p_cf)
 
+# %% ../nbs/distill/04_distill.ipynb #b2375759
 def teacher_cache_path(teacher:str,              # the teacher's model name
                        queries:Sequence[dict],   # the training queries
                        demos:Sequence[dict],     # the demonstrations it reads
@@ -164,6 +165,7 @@ def teacher_cache_path(teacher:str,              # the teacher's model name
     safe = teacher.replace('/', '--')
     return cache_dir(root, 'teacher')/f'{safe}-{pattern}-k{len(demos)}-s{data_seed}-{kl}-{key}.npz'
 
+# %% ../nbs/distill/04_distill.ipynb #db64b0bc
 def teacher_probs(teacher:str,               # the teacher's model name (`load_model`), part of the cache key
                   queries:Sequence[dict],    # the student's training queries
                   demos:Sequence[dict],      # the k demonstrations the teacher reads
@@ -246,6 +248,7 @@ def student_features(tok,                          # the student's tokenizer
         for f, row in zip(feats, t): f['t_logits'] = np.asarray(row, np.float32)
     return feats
 
+# %% ../nbs/distill/04_distill.ipynb #cf93ff16
 def collate_last(features:list[dict], # `student_features` items
                  pad_id:int           # the tokenizer's pad id
                 ) -> dict:
@@ -258,6 +261,7 @@ def collate_last(features:list[dict], # `student_features` items
     if 't_logits' in features[0]: out['t_logits'] = torch.as_tensor(np.stack([f['t_logits'] for f in features]))
     return out
 
+# %% ../nbs/distill/04_distill.ipynb #79aded22
 def last_logits(model,      # a causal LM (or a peft-wrapped one)
                 batch:dict  # `collate_last` output
                ) -> torch.Tensor:
@@ -267,6 +271,7 @@ def last_logits(model,      # a causal LM (or a peft-wrapped one)
     logits = model(input_ids=batch['input_ids'], attention_mask=batch['attention_mask'], logits_to_keep=keep).logits
     return logits[torch.arange(len(last), device=logits.device), where]
 
+# %% ../nbs/distill/04_distill.ipynb #51ffab84
 def student_loss(answer_ids:Sequence[int], # the student's token id of each answer word
                  alpha:float=0.5,          # weight of the KL term (0: PBFT)
                  tau:float=2.0,            # temperature
@@ -280,6 +285,7 @@ def student_loss(answer_ids:Sequence[int], # the student's token id of each answ
         return distill_loss(last_logits(model, batch), batch['gold'], batch.get('t_logits'), alpha, tau, answer_ids=ans, ce=ce)
     return loss_fn
 
+# %% ../nbs/distill/04_distill.ipynb #51c7ec01
 def train_student(model,                     # the student (trained in place)
                   tok,                       # its tokenizer
                   queries:Sequence[dict],    # training queries
@@ -351,6 +357,7 @@ def _peak_mb() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return r / 2**20 if sys.platform == 'darwin' else r / 1024
 
+# %% ../nbs/distill/04_distill.ipynb #9458523b
 def _memory_probe(args:str # JSON of the probe's arguments (see `measure_peak_memory`)
                  ):
     "Run one method's phase and print `INSCL_MEMORY {json}` (runs in the fresh process)."
@@ -383,6 +390,7 @@ def _memory_probe(args:str # JSON of the probe's arguments (see `measure_peak_me
     print('INSCL_MEMORY ' + json.dumps(dict(peak_mb=peak, baseline_mb=base, device='cuda' if cuda else 'cpu',
                                             seconds=time.perf_counter() - t0)), flush=True)
 
+# %% ../nbs/distill/04_distill.ipynb #2879b654
 def measure_peak_memory(method:str,               # a name in `METHOD_NAMES`
                         preset:str|Preset='smoke', # a preset name or object (models, data, batch size, lr)
                         phase:str='infer',         # `infer`, `train` or `baseline` (imports only)
@@ -495,6 +503,7 @@ def _progress(run:Path, stage:str):
     "Note the stage a run is in (`progress.json`; the batch runner shows it)."
     save_json(dict(stage=stage, time=time.time()), run/'progress.json')
 
+# %% ../nbs/distill/04_distill.ipynb #bbedb6b1
 def run_distill(method:str,                      # a name in `METHOD_NAMES`
                 preset:str|Preset='smoke',       # a preset name or object
                 k:int|None=None,                 # demonstrations (ICL model or cd teacher; default the preset's)

@@ -354,6 +354,7 @@ def query_id(record:dict # an NLI record with `premise`, `hypothesis` and `gold`
     from inscl.files import content_hash
     return content_hash(record['premise'].strip(), record['hypothesis'].strip(), int(record['gold']), n=12)
 
+# %% ../nbs/distill/03_icl.ipynb #0677ad58
 def icl_predict(model,                  # a causal LM
                 tok,                    # its tokenizer
                 demos:Sequence[dict],   # demonstrations (`build_demos`), [] for zero-shot
@@ -383,6 +384,7 @@ def icl_predict(model,                  # a causal LM
     t.attrs.update(calibration=calibration, p_cf=p_cf.mean(0).tolist())   # lists: attrs must compare with == (pd.concat)
     return t
 
+# %% ../nbs/distill/03_icl.ipynb #ae01c191
 @dataclass
 class ICLScore:
     "Result of `score_icl`: the per-query table and its summary."
@@ -396,6 +398,7 @@ class ICLScore:
     calibration:str = 'none' # what the predictions follow (`CALIBRATIONS`)
     p_cf:list|None = None # the content-free answer-word distribution
 
+# %% ../nbs/distill/03_icl.ipynb #154b5cfb
 def score_icl(model,                  # a causal LM
               tok,                    # its tokenizer
               train:Sequence[dict],   # pool the demonstrations are drawn from

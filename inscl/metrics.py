@@ -262,6 +262,7 @@ def t_interval(d:Sequence[float], # paired differences
     half = stats.t.ppf(0.5 + level / 2, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
     return (float(d.mean()), float(d.mean() - half), float(d.mean() + half))
 
+# %% ../nbs/continual/09_metrics.ipynb #c4d24be9
 def paired_power(effect:float,     # the true mean difference
                  sd:float,         # the SD of one paired difference
                  n:int,            # pairs
@@ -272,6 +273,7 @@ def paired_power(effect:float,     # the true mean difference
     tc, nc = stats.t.ppf(1 - alpha / 2, n - 1), abs(effect) / sd * np.sqrt(n)
     return float(stats.nct.sf(tc, n - 1, nc) + stats.nct.cdf(-tc, n - 1, nc))
 
+# %% ../nbs/continual/09_metrics.ipynb #3b3ad303
 def pairs_for_power(effect:float,      # the difference to detect (the paper's effect)
                     sd:float,          # the SD of one paired difference
                     alpha:float=0.05,  # two-sided level
@@ -291,6 +293,7 @@ def pairs_for_power(effect:float,      # the difference to detect (the paper's e
         lo, hi = (mid + 1, hi) if pw(mid) < power else (lo, mid)
     return int(lo)
 
+# %% ../nbs/continual/09_metrics.ipynb #30612bac
 def paired_differences(runs:pd.DataFrame,                       # `verdict_runs`
                        comparisons:Sequence[str]=COMPARISONS,   # `a-b` grid names
                        metrics:Sequence[str]=VERDICT_METRICS,   # columns of `runs`

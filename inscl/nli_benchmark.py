@@ -65,6 +65,7 @@ def _negation(rng, label):
         return _flip(rng, _s(pos + t), _s(neg + t))
     return _s(pos), _s(pos + t)
 
+# %% ../nbs/distill/01_nli_benchmark.ipynb #2785e79c
 def _antonym(rng, label):
     (o, x, y) = _pick(rng, _NLI_ANTONYMS)
     if rng.random() < .5: x, y = y, x
@@ -73,6 +74,7 @@ def _antonym(rng, label):
     if label == 'contradiction': return _s(f'{subj} is {x}'), _s(f'{subj} is {y}')
     return _s(f'{subj} is not {y}'), _s(f'{subj} is {x}')
 
+# %% ../nbs/distill/01_nli_benchmark.ipynb #c2d8bd77
 def _hypernym(rng, label):
     frame = _pick(rng, _NLI_THING_FRAMES).format(a=_pick(rng, _NLI_PEOPLE))
     x = _pick(rng, sorted(_NLI_HYPERNYMS))
@@ -81,6 +83,7 @@ def _hypernym(rng, label):
     spec, cat = _s(f'{frame} {_a(x)}'), _s(f'{frame} {_a(gen)}')
     return (cat, spec) if label == 'neutral' else (spec, cat)
 
+# %% ../nbs/distill/01_nli_benchmark.ipynb #b78ea568
 _QUANT_PAIRS = {'entailment': [('All', 'Some', ''), ('All', 'All', 'drop'), ('None', 'None', 'add')],
                 'contradiction': [('All', 'None', ''), ('None', 'All', ''), ('None', 'Some', ''), ('Some', 'None', '')],
                 'neutral': [('Some', 'All', '')]}
@@ -91,6 +94,7 @@ def _quantifier(rng, label):
     tp, th = {'drop': (t, ''), 'add': ('', t)}.get(edit, (_pick(rng, ['', t]),) * 2)
     return f'{qp} of the {a}s {v}{tp}.', f'{qh} of the {a}s {v}{th}.'
 
+# %% ../nbs/distill/01_nli_benchmark.ipynb #27368cfb
 def _comparative(rng, label):
     a, b, c = _people(rng, 3)
     x = _pick(rng, _NLI_COMPARATIVES)
@@ -100,6 +104,7 @@ def _comparative(rng, label):
     if label == 'contradiction': return p, _pick(rng, [_s(f'the {b} is {x[i]} than the {a}'), _s(f'the {a} is {x[1-i]} than the {b}')])
     return p, _s(f'the {a} is {x[i]} than the {c}')
 
+# %% ../nbs/distill/01_nli_benchmark.ipynb #f2d2e3f0
 def _location(rng, label):
     a, t = _pick(rng, _NLI_PEOPLE), _pick(rng, ['', *(' ' + x for x in _NLI_TIMES)])
     be = 'was' if t else 'is'
@@ -110,6 +115,7 @@ def _location(rng, label):
     other = _pick(rng, [w for w in _NLI_ROOMS + _NLI_OUTSIDE + _NLI_ELSEWHERE if w != place])
     return at(f'in the {place}'), _pick(rng, [at(f'in the {other}')] + ([at('in the house')] if place in _NLI_OUTSIDE else []))
 
+# %% ../nbs/distill/01_nli_benchmark.ipynb #c056c3db
 def _conjunction(rng, label):
     a, b = _people(rng, 2)
     (past, base), t = _pick(rng, _NLI_IVERBS), _pick(rng, ['', *(' ' + x for x in _NLI_TIMES)])

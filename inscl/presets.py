@@ -42,6 +42,7 @@ class InsclPreset:
     ablation_orders:list[str] # orders on which the ablations (`wdist`, `insinfo`, `inscl_uniform`) run; the others run `none random inscl` only
     expert_floor:float    # ROUGE-L under which a task's expert is weak: reported apart, RG given with and without such tasks
 
+# %% ../nbs/core/00_presets.ipynb #531d9423
 @dataclass(frozen=True)
 class DistillPreset:
     "The in-context-learning distillation study's part of a preset (`distill.*` keys)."
@@ -66,6 +67,7 @@ class DistillPreset:
     lora_lr:float         # student learning rate in `lora` mode (adapters need a larger step)
     batch_size:int        # student batch size
 
+# %% ../nbs/core/00_presets.ipynb #12fbbf41
 @dataclass(frozen=True)
 class ClusterPreset:
     "What one grid cell asks of a cluster (`cluster.*` keys): read by `inscl-repro --executor slurm` and the continual cells."
@@ -76,6 +78,7 @@ class ClusterPreset:
     processes_per_cell:int  # training processes per continual cell: 1 trains in the notebook's kernel, N > 1 under `accelerate launch`
     accelerate_config:str   # `accelerate launch` config file for N > 1 (relative to settings.ini; empty: none, accelerate's defaults)
 
+# %% ../nbs/core/00_presets.ipynb #564cb0f1
 @dataclass(frozen=True)
 class Preset:
     "One section of `settings.ini`, parsed."

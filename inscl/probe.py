@@ -57,14 +57,17 @@ def _info(run:Path) -> dict|None:
         return info if (run/'predictions.csv').is_file() and info.get('finished') and info.get('probe_version') == PROBE_VERSION else None
     except (OSError, ValueError): return None
 
+# %% ../nbs/distill/05_probe.ipynb #492a6096
 def _finished(run:Path) -> bool:
     return _info(run) is not None
 
+# %% ../nbs/distill/05_probe.ipynb #c8d4dc68
 def _part_ok(part:Path) -> bool:
     "Is a (k, seed) part on disk with the current columns?"
     try: return part.is_file() and set(PRED_COLUMNS) <= set(load_table(part).columns)
     except (OSError, ValueError): return False
 
+# %% ../nbs/distill/05_probe.ipynb #7243385f
 def run_probe(role:str,                    # `teacher` or `student` (the preset's model)
               preset:str|Preset='smoke',   # a preset name or object
               pattern:str|None=None,       # a name in `PATTERN_NAMES` (default: the preset's)

@@ -91,6 +91,7 @@ def _resolve_order(order) -> list[str]:
     if len(set(order)) != len(order): raise ValueError(f"order {order!r} repeats a task")
     return order
 
+# %% ../nbs/continual/06_replay.ipynb #115b1513
 def _train_records(records) -> list[dict]:
     "Training records from a list, a {'train', 'test'} split (test ids must not appear in train), or None (the embedded benchmark)."
     if records is None:
@@ -104,6 +105,7 @@ def _train_records(records) -> list[dict]:
         records = records['train']
     return list(records)
 
+# %% ../nbs/continual/06_replay.ipynb #b5f37777
 def replay_budget(order,                     # an order name ('curriculum', ...) or a list of task names
                   stage:int,                 # the current stage i (0-based): replay from tasks 0..i-1
                   method:str,                # one of `REPLAY_METHODS`
@@ -134,6 +136,7 @@ def replay_budget(order,                     # an order name ('curriculum', ...)
     budget, short = _cap_budget(budget, {t: len(groups[t]) for t in prev}, dist or {t: 0 for t in prev})
     return {'budget': budget, 'distances': dist, 'shortfall': short}
 
+# %% ../nbs/continual/06_replay.ipynb #98a6b167
 def replay_plan(order,                     # an order name ('curriculum', ...) or a list of task names
                 stage:int,                 # the current stage i (0-based)
                 method:str,                # 'none', 'random', 'inscl', 'wdist' or 'insinfo'

@@ -256,17 +256,20 @@ DISTILL_MEASURES = [  # (column, split, HANS heuristic, gold label, statistic) o
     ('lo_non_entailed_accuracy', 'ood', 'lexical_overlap', 'non-entailed', 'accuracy')]
 NON_ANSWER = {'eval_non_answer_rate': ('eval', 'all'), 'ood_non_answer_rate': ('ood', 'all'), 'lo_non_answer_rate': ('ood', 'lexical_overlap')}
 
+# %% ../nbs/run/01_report.ipynb #b80b4318
 def query_key(preds:pd.DataFrame # a predictions table
              ) -> str:
     "The column that names a query across data seeds: `query_id`, or `id` in predictions written before it existed."
     return 'query_id' if 'query_id' in preds.columns and preds.query_id.notna().all() else 'id'
 
+# %% ../nbs/run/01_report.ipynb #0a1f3004
 def _subset(preds:pd.DataFrame, split:str, heuristic:str='all', label:str='all') -> pd.DataFrame:
     "The predictions of one split, HANS heuristic (`all`: every one) and gold label (`all`, `entailed`, `non-entailed`)."
     q = preds[preds.split == split]
     if heuristic != 'all': q = q[q.heuristic == heuristic] if 'heuristic' in q else q.iloc[:0]
     return q if label == 'all' else q[q.gold == (1 if label == 'entailed' else 0)]
 
+# %% ../nbs/run/01_report.ipynb #2e34ac62
 def distill_table(runs:pd.DataFrame,        # `distill_runs`
                   predictions:pd.DataFrame, # `distill_predictions` (for the intervals)
                   n_boot:int=1000,          # bootstrap resamples per interval
@@ -291,6 +294,7 @@ def distill_table(runs:pd.DataFrame,        # `distill_runs`
         rows.append(row)
     return pd.DataFrame(rows).set_index('method') if rows else pd.DataFrame(columns=['seeds']).rename_axis('method')
 
+# %% ../nbs/run/01_report.ipynb #bfbed29a
 def distill_table_text(table:pd.DataFrame, # `distill_table`
                        digits:int=2        # decimals
                       ) -> pd.DataFrame:
@@ -349,6 +353,7 @@ def method_difference(preds:pd.DataFrame, # `distill_predictions`
     else: f = lambda d: np.mean(d[f'{c}_a'] - d[f'{c}_b'], axis=-1)
     return bootstrap_ci(m[['data_seed', key, 'gold', f'{c}_a', f'{c}_b']], f, by='data_seed', n_boot=n_boot, seed=seed, level=level, cluster=key)
 
+# %% ../nbs/run/01_report.ipynb #a782b150
 TRANSFER_SETS = {  # (split, HANS heuristic) -> how a sentence names it
     ('eval', 'all'): 'in domain', ('ood', 'all'): 'out of domain (HANS, 3 heuristics)', ('ood', 'lexical_overlap'): 'HANS lexical overlap'}
 TRANSFER_STATS = ('accuracy', 'vocab_accuracy', 'auc')
@@ -358,6 +363,7 @@ def _mode(method:str) -> str:
     parts = method.split('-')
     return parts[1] if parts[0] in ('cd', 'pbft', 'pbft_answer') and len(parts) > 1 else ''
 
+# %% ../nbs/run/01_report.ipynb #f8c9b322
 def transfer_statements(preds:pd.DataFrame,             # `distill_predictions`
                         cd:Sequence[str]|None=None,      # the CD methods (default: every method starting with `cd`)
                         baselines:Sequence[str]|None=None, # default: `icl-student`, and the PBFT methods with the CD method's mode (all PBFT if none has it)
@@ -383,6 +389,7 @@ def transfer_statements(preds:pd.DataFrame,             # `distill_predictions`
                                               + (f"{a} is {verdict}" if verdict != 'not distinguishable' else 'not distinguishable at this size')))
     return pd.DataFrame(rows)
 
+# %% ../nbs/run/01_report.ipynb #3402e8d6
 def memory_comparison(table:pd.DataFrame # `distill_table`
                      ) -> pd.DataFrame:
     "Per training mode: PBFT's and CD's peak training memory (MB), CD minus PBFT (CD's own cost), and each mode's saving against `full`."

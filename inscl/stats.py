@@ -48,6 +48,7 @@ def _aligned(groups:list, keys:list, cols:list[str], cluster:str) -> tuple[list[
                       f"({len(ids)} clusters shared by all {len(groups)} groups)")
     return [{c: g.set_index(cluster)[c].reindex(ids).to_numpy() for c in cols} for g in groups], ids
 
+# %% ../nbs/core/03_stats.ipynb #ace497cd
 def bootstrap_ci(data,                     # values, a (gold, score) pair, or a predictions table with the statistic's columns
                  stat:str|Callable='accuracy', # a name in `BOOT_STATS`, or f(dict of column arrays) reducing their last axis
                  by:str|None=None,         # a column of groups (data seeds): the statistic is the mean over groups of the per-group one

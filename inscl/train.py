@@ -262,6 +262,7 @@ def _mixed_precision() -> str:
     "`accelerate`'s mixed-precision name for the kit's autocast dtype on this machine: bf16, fp16 or no."
     return {torch.bfloat16: 'bf16', torch.float16: 'fp16', None: 'no'}[autocast_dtype(default_device())]
 
+# %% ../nbs/core/05_train.ipynb #6a1a2c05
 def _trainable(model, mode:str) -> list[torch.nn.Parameter]:
     "The parameters the optimiser updates in `mode` (BitFit freezes everything but the biases)."
     if mode == 'bitfit':
@@ -272,21 +273,25 @@ def _trainable(model, mode:str) -> list[torch.nn.Parameter]:
     if not ps: raise ValueError(f"mode {mode!r}: {type(model).__name__} has no parameter that requires grad")
     return ps
 
+# %% ../nbs/core/05_train.ipynb #4a115875
 def _features(data:Sequence[dict], tok, max_len:int) -> list[dict]:
     "Records become features with `tokenize_records`; features (dicts with `input_ids`) pass through."
     if not data: raise ValueError("no training data: the list of records or features is empty")
     return list(data) if 'input_ids' in data[0] else tokenize_records(data, tok, max_len)
 
+# %% ../nbs/core/05_train.ipynb #2aa2bcf0
 def _grid_pad_fraction(lengths:list[int], batches:list[list[int]], capacity:int|None) -> float:
     "The padding share of the token grids the loop ran: packed rows of `capacity`, or padded batches (`capacity=None`)."
     if capacity is None: return pad_fraction(lengths, batches)
     return 1 - sum(lengths[i] for b in batches for i in b) / sum(packed_grid([lengths[i] for i in b], capacity) for b in batches)
 
+# %% ../nbs/core/05_train.ipynb #cfc79e66
 def _adamw(params:list[torch.nn.Parameter], cfg:TrainConfig) -> torch.optim.AdamW:
     "AdamW over `params`: the fused kernel (one call per step for all tensors) where torch has it for their device, else the default."
     fused = all(p.device.type in ('cpu', 'cuda') and p.dtype in (torch.float32, torch.bfloat16, torch.float16) for p in params)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **({'fused': True} if fused else {}))
 
+# %% ../nbs/core/05_train.ipynb #18e34541
 def train(model:torch.nn.Module,          # a causal LM (or a peft-wrapped one)
           tok,                            # its tokenizer (pad and EOS ids)
           data:Sequence[dict],            # records (tokenized here) or features with `input_ids`
