@@ -537,11 +537,12 @@ def report_dir(p:Preset # the preset to report
     return home if report_owner(home) in (None, p.name) else home/p.name
 
 # %% ../nbs/run/00_batch.ipynb #5a4d78b3
-def figures_dir(p:Preset # the preset to report
+def figures_dir(p:Preset,              # the preset to report
+                reports:Path|None=None # its reports' folder, if known (default: `report_dir(p)`)
                ) -> Path:
     "Where `p`'s figures and tables go: `<home>/figures/` for the owner of the reports there, else `<home>/figures/<preset>/`, where the owner's report finds them."
     home = p.runs_dir.parent
-    return home/'figures' if report_dir(p) == home else home/'figures'/p.name
+    return home/'figures' if (reports or report_dir(p)) == home else home/'figures'/p.name
 
 # %% ../nbs/run/00_batch.ipynb #cbc2e205
 def run_reports(p:Preset,                    # the preset whose runs are reported
@@ -551,8 +552,8 @@ def run_reports(p:Preset,                    # the preset whose runs are reporte
                 figures:Path|None=None,      # where figures and tables go (default: `<out>/figures` with `out`, else `figures_dir(p)`)
                ) -> list[dict]:
     "Execute every report notebook with papermill into `report_dir(p)`; return one status row per report."
-    figures = Path(figures or (Path(out)/'figures' if out else figures_dir(p)))
-    out = Path(out or report_dir(p))
+    given, out = out, Path(out or report_dir(p))
+    figures = Path(figures or (out/'figures' if given else figures_dir(p, out)))
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for nb in tqdm(report_notebooks(), desc='reports', unit='report'):
@@ -681,7 +682,8 @@ def archive_cells(cells:list[Cell], # a preset's grid cells
     for c in done:
         (dest/c.study).mkdir(parents=True, exist_ok=True); _copy_cell(c.run_dir, dest/c.study/c.run_id)
         scrub_cell(dest/c.study/c.run_id, c.run_dir.parents[1])
-    for d in sorted(dest.glob('*/*')): scrub_cell(d)   # cells archived before, on other machines
+    copied = {dest/c.study/c.run_id for c in done}
+    for d in sorted(set(dest.glob('*/*')) - copied): scrub_cell(d)   # cells archived before, on other machines
     return done
 
 def restore_cells(cells:list[Cell], # a preset's grid cells
