@@ -23,8 +23,8 @@ __all__ = ['PINNED_NUMERICS', 'NUMERICS_VARS', 'RECORD_PACKAGES', 'EXPERIMENTS',
            'papermill_command', 'cell_threads', 'run_cell', 'run_grid', 'inscl_summary', 'distill_summary',
            'report_notebooks', 'report_owner', 'stamp_report', 'report_dir', 'figures_dir', 'run_reports',
            'canonical_table', 'fingerprint_entry', 'fingerprint_cells', 'compute_fingerprints', 'fingerprint_diff',
-           'machine_free', 'scrub_cell', 'archive_cells', 'restore_cells', 'Terminated', 'writable_folder', 'runs_lock',
-           'cpu_vendor', 'main']
+           'machine_free', 'scrub_cell', 'archive_cells', 'restore_cells', 'embedded_corpus', 'write_tokenizers',
+           'Terminated', 'writable_folder', 'runs_lock', 'cpu_vendor', 'main']
 
 # %% ../nbs/run/00_batch.ipynb #2bb4509b
 @dataclass
@@ -699,6 +699,39 @@ def restore_cells(cells:list[Cell], # a preset's grid cells
         restored.append(c)
     return restored
 
+# %% ../nbs/run/00_batch.ipynb #866f16e4
+def _records(x) -> list[dict]:
+    "A generator's output as one list of records (it may return a list or a dict of splits)."
+    return [r for v in x.values() for r in v] if isinstance(x, dict) else list(x)
+
+def embedded_corpus(seed:int=0 # the embedded generators' seed
+                   ) -> list[str]:
+    "The text the shipped tiny tokenizers are trained on: both studies' embedded data and the kit's prompt words."
+    from inscl.benchmark import builtin_superni
+    from inscl.nli_benchmark import builtin_nli
+    from inscl.hans_benchmark import builtin_hans
+    from inscl.models import tiny_corpus
+    texts = [t for r in _records(builtin_superni(seed=seed)) for t in (r['instruction'], r['input'], *r['outputs'])]
+    texts += [t for r in _records(builtin_nli(seed=seed)) + _records(builtin_hans(seed=seed)) for t in (r['premise'], r['hypothesis'])]
+    return tiny_corpus(texts)
+
+# %% ../nbs/run/00_batch.ipynb #2e96d90d
+def write_tokenizers(check:bool=False,        # compare with the shipped files instead of writing them
+                     folder:Path|None=None    # where they live (default: the installed `inscl/tokenizers`)
+                    ) -> list[str]:
+    "Retrain each tiny model's tokenizer on `embedded_corpus()`; write it, or (`check`) return a line per shipped file it differs from."
+    from inscl.files import atomic_write
+    from inscl.models import MODELS, _train_bpe, shipped_tokenizer
+    corpus, diffs = embedded_corpus(), []
+    for spec in (s for s in MODELS.values() if s.kind == 'tiny'):
+        path = Path(folder)/f'bpe{spec.vocab_size}.json' if folder else shipped_tokenizer(spec.vocab_size)
+        text = _train_bpe(corpus, spec.vocab_size).to_str(pretty=True) + '\n'
+        if not check: atomic_write(path, text)
+        elif not path.is_file() or path.read_text() != text:
+            diffs.append(f"{path}: differs from the tokenizer of vocabulary {spec.vocab_size} trained on the embedded data "
+                         f"({spec.name}); `inscl-repro tokenizers` rewrites it")
+    return diffs
+
 # %% ../nbs/run/00_batch.ipynb #21c358b4
 def _print_summary(rows:list[dict]):
     w = max(len(r['stage']) for r in rows)
@@ -943,6 +976,11 @@ def _cmd_outputs(a) -> int:
     print(f"outputs: {len(nbs) - bad} of {len(nbs)} notebooks {'show what a fresh run shows' if a.check else 'executed and saved'}")
     return 1 if bad else 0
 
+def _cmd_tokenizers(a) -> int:
+    "Check the shipped tiny tokenizers against the embedded data (`--check`), or rewrite them."
+    if diffs := write_tokenizers(check=a.check): print(*diffs, sep='\n'); return 1
+    print(f"tokenizers: the shipped tokenizers {'are' if a.check else 'now are'} those of the embedded data"); return 0
+
 # %% ../nbs/run/00_batch.ipynb #c2a6006e
 def _whole(least:int) -> Callable[[str], int]:
     "An argparse type: a whole number of at least `least`, with an error that names the value."
@@ -1022,6 +1060,10 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument('notebooks', nargs='*', help='notebooks (default: every library notebook of the course)')
     sp.add_argument('--check', action='store_true', help='do not write: exit 1 naming each cell whose committed output differs')
     sp.set_defaults(fn=_cmd_outputs, writes_runs=False)
+    sp = sub.add_parser('tokenizers', help="retrain the tiny models' shipped tokenizers on the embedded data and rewrite them (--check: compare instead)")
+    common(sp, grid=False, preset=False)
+    sp.add_argument('--check', action='store_true', help='do not write: exit 1 naming each shipped file that differs')
+    sp.set_defaults(fn=_cmd_tokenizers, writes_runs=False)
     return ap
 
 # %% ../nbs/run/00_batch.ipynb #aeb30133

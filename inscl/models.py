@@ -4,7 +4,8 @@
 
 # %% ../nbs/core/04_models.ipynb #01b9d29a
 from __future__ import annotations
-import difflib, importlib, importlib.util, os, shutil, socket, tempfile, time
+import difflib, importlib, importlib.resources, importlib.util, os, shutil, socket, tempfile, time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -18,8 +19,8 @@ from . import files
 
 # %% auto #0
 __all__ = ['MODELS', 'OFFLINE_ALTERNATIVES', 'SPECIAL_TOKENS', 'default_device', 'autocast_dtype', 'ModelSpec',
-           'ModelUnavailable', 'tiny_corpus', 'tiny_tokenizer', 'build_tiny', 'convert_gguf', 'load_model',
-           'load_tokenizer', 'mean_pool', 'load_encoder', 'model_info']
+           'ModelUnavailable', 'tiny_corpus', 'shipped_tokenizer', 'tiny_tokenizer', 'build_tiny', 'convert_gguf',
+           'load_model', 'load_tokenizer', 'mean_pool', 'load_encoder', 'model_info']
 
 # %% ../nbs/core/04_models.ipynb #5bed377c
 def default_device() -> torch.device:
@@ -95,20 +96,10 @@ def _unavailable(name:str,           # the model that was asked for
 _PROMPT_TEXT = ["Definition:", "Instruction:", "Input:", "Output:", "Answer:", "question:", "answer:",
                 "Yes or No? answer: Yes", "Yes or No? answer: No", " True", " False", " Neither"]
 
-def _records(x) -> list[dict]:
-    "A generator's output as one list of records (it may return a list or a dict of splits)."
-    return [r for v in x.values() for r in v] if isinstance(x, dict) else list(x)
-
-def tiny_corpus(seed:int=0 # the embedded generators' seed
+def tiny_corpus(texts:Iterable[str] # the text to learn from (for the shipped tokenizers: both studies' embedded data)
                ) -> list[str]:
-    "The text the tiny tokenizers are trained on: the embedded instruction and NLI data, and the kit's prompt words."
-    from inscl.benchmark import builtin_superni
-    from inscl.nli_benchmark import builtin_nli
-    from inscl.hans_benchmark import builtin_hans
-    texts = [t for r in _records(builtin_superni(seed=seed)) for t in (r['instruction'], r['input'], *r['outputs'])]
-    texts += [t for r in _records(builtin_nli(seed=seed)) + _records(builtin_hans(seed=seed))
-              for t in (r['premise'], r['hypothesis'])]
-    return [t for t in texts + _PROMPT_TEXT if t]
+    "The text a tiny tokenizer is trained on: `texts` and the kit's prompt words, empty strings dropped."
+    return [t for t in [*texts, *_PROMPT_TEXT] if t]
 
 # %% ../nbs/core/04_models.ipynb #befd5d0e
 SPECIAL_TOKENS = ['<pad>', '<s>', '</s>', '<unk>']
@@ -125,19 +116,29 @@ def _train_bpe(corpus:list[str], vocab_size:int) -> Tokenizer:
     tok.post_processor = processors.TemplateProcessing(single='<s> $A', pair='<s> $A $B', special_tokens=[('<s>', 1)])
     return tok
 
+def shipped_tokenizer(vocab_size:int # a tiny model's vocabulary size (`MODELS[name].vocab_size`)
+                     ) -> Path:
+    "The tokenizer file of `vocab_size` that ships with the kit (`inscl/tokenizers/bpe<vocab_size>.json`)."
+    path = Path(str(importlib.resources.files('inscl')))/'tokenizers'/f'bpe{vocab_size}.json'
+    if not path.is_file():
+        have = sorted(int(f.stem[3:]) for f in path.parent.glob('bpe*.json'))
+        raise ValueError(f"{path}: no tokenizer of vocabulary size {vocab_size} ships with the kit (it has {have}); "
+                         "pass `corpus` to train one")
+    return path
+
 def tiny_tokenizer(vocab_size:int=2000,          # BPE vocabulary size, special tokens included
-                   corpus:list[str]|None=None,   # training text; default `tiny_corpus()`
+                   corpus:list[str]|None=None,   # training text; default: the shipped tokenizer of `vocab_size`
                    cache_dir:Path|str|None=None, # the kit's cache root
                    padding_side:str='left'       # `left` for batched generation, `right` if a caller prefers
                   ) -> PreTrainedTokenizerFast:
-    "A byte-level BPE tokenizer trained on `corpus`, cached on disk by content hash."
+    "The shipped byte-level BPE tokenizer of `vocab_size`, or one trained on `corpus` and cached on disk by content hash."
     from tokenizers import Tokenizer
-    corpus = tiny_corpus() if corpus is None else list(corpus)
-    key = files.content_hash(corpus, vocab_size, SPECIAL_TOKENS, 'bytelevel-bpe-v1')
-    path = files.cache_dir(cache_dir, 'tokenizers')/f'bpe{vocab_size}-{key}.json'
-    if path.is_file(): tok = Tokenizer.from_file(str(path))
+    if corpus is None: tok = Tokenizer.from_file(str(shipped_tokenizer(vocab_size)))
+    elif (path := files.cache_dir(cache_dir, 'tokenizers')/
+          f"bpe{vocab_size}-{files.content_hash(list(corpus), vocab_size, SPECIAL_TOKENS, 'bytelevel-bpe-v1')}.json").is_file():
+        tok = Tokenizer.from_file(str(path))
     else:
-        tok = _train_bpe(corpus, vocab_size)
+        tok = _train_bpe(list(corpus), vocab_size)
         files.atomic_write(path, tok.to_str())
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token='<s>', eos_token='</s>', pad_token='<pad>',
                                    unk_token='<unk>', padding_side=padding_side, model_max_length=512)
@@ -145,13 +146,12 @@ def tiny_tokenizer(vocab_size:int=2000,          # BPE vocabulary size, special 
 # %% ../nbs/core/04_models.ipynb #bd35e1b8
 def build_tiny(name:str='tiny',                     # `tiny` or `tiny-smoke`
                tokenizer:PreTrainedTokenizerFast|None=None, # its tokenizer; default `tiny_tokenizer(spec.vocab_size)`
-               seed:int=0,                          # the weights' seed
-               cache_dir:Path|str|None=None         # the kit's cache root (for the tokenizer)
+               seed:int=0                           # the weights' seed
               ) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
     "A from-scratch Llama from the registry with weights drawn from `seed`, and its tokenizer."
     spec = MODELS[name]
     if spec.kind != 'tiny': raise ValueError(f"{name!r} is not a tiny model; expected one of: {', '.join(n for n,s in MODELS.items() if s.kind == 'tiny')}")
-    tok = tokenizer or tiny_tokenizer(spec.vocab_size, cache_dir=cache_dir)
+    tok = tokenizer or tiny_tokenizer(spec.vocab_size)
     cfg = LlamaConfig(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                       pad_token_id=tok.pad_token_id, **spec.config)
     with torch.random.fork_rng(devices=[]):
@@ -271,7 +271,7 @@ def load_model(name:str,                     # a registered name, a local folder
     if spec is not None and spec.kind == 'encoder':
         raise ValueError(f"{name!r} is a sentence encoder: use load_encoder({name!r}); causal LMs: "
                          + ', '.join(n for n,s in MODELS.items() if s.kind != 'encoder') + ', or a hub name')
-    if spec is not None and spec.kind == 'tiny': model, tok = build_tiny(name, seed=seed, cache_dir=cache_dir)
+    if spec is not None and spec.kind == 'tiny': model, tok = build_tiny(name, seed=seed)
     elif spec is not None:
         folder = convert_gguf(name, cache_dir, preset)
         model, tok = _load_folder(folder, (AutoModelForCausalLM, AutoTokenizer))

