@@ -73,16 +73,3 @@ def test_plans_record_what_the_mechanisms_did(straight):
     for p in plans[1:]:
         assert p['budget_tv'] == budget_tv(p['budget']) and 0 <= p['budget_tv'] < 1
         assert isinstance(p['tag_merges'], int) and p['tag_merges'] >= 0
-
-def test_seed_changes_training_records_not_tests():
-    "A run's seed draws its training subsample; the test records are the preset's for every seed."
-    from inscl.presets import load_preset
-    p = load_preset('smoke')
-    d0, d1 = C.study_data(p, 0), C.study_data(p, 1)
-    assert d0 == C.study_data(p) and d0['test'] == d1['test']
-    assert {r['id'] for r in d0['train']} != {r['id'] for r in d1['train']}
-    assert len(d1['train']) == 16 * p.inscl.n_train_per_task
-
-def test_grid_method_names():
-    assert C.continual_variant('inscl_uniform') == ('inscl', 'uniform') and C.continual_grid_name('inscl', 'uniform') == 'inscl_uniform'
-    with pytest.raises(ValueError, match="unknown continual method 'uniform'"): C.continual_variant('uniform')

@@ -1,5 +1,4 @@
-"In-context-learning distillation: the loss, calibration, the teacher cache, student training, runs, errors, memory."
-import copy
+"In-context-learning distillation: the loss, calibration, the teacher cache, student training, runs, memory."
 import math
 import numpy as np
 import pandas as pd
@@ -7,10 +6,8 @@ import pytest
 import torch
 import inscl.distill as D
 from inscl.schemas import DISTILL_COLUMNS
-from inscl.distill import (answer_kl, auc, calibrate, calibrated_teacher, check_same_tokenizer,
-                           collate_last, distill_data, distill_loss, distill_run_id, last_logits, load_tokenizer, measure_peak_memory,
-                           parse_method, predict_nli, run_distill, student_features, summarize_nli, teacher_cache_path, teacher_probs,
-                           train_student)
+from inscl.distill import (calibrate, calibrated_teacher, check_same_tokenizer, distill_data, distill_loss, load_tokenizer,
+                           measure_peak_memory, run_distill, teacher_cache_path, teacher_probs, train_student)
 from inscl.files import load_json, load_table
 from inscl.icl import answer_probs, get_pattern
 from inscl.models import load_model
@@ -41,26 +38,6 @@ def test_loss_matches_manual_formula():
     assert distill_loss(torch.tensor([[0.5, 0.2]]), torch.tensor([1]), torch.tensor([[1.0, 3.0]]), 0.5, 2.0).item() == \
         pytest.approx(0.5 * 4 * kl + 0.5 * ce, rel=1e-6)
 
-def test_pbft_variants_runs_and_ce(tmp_path, tmp_cache):
-    "pbft (ce=vocab) and pbft_answer (ce=answer) run, record their CE, report both accuracies; CD's default CE is vocab."
-    out = tmp_path/'runs'
-    rows = pd.concat([run_distill(m, 'smoke', out_dir=out, memory=False, progress=False) for m in ('pbft', 'pbft_answer')], ignore_index=True)
-    assert sorted(rows.run_id.unique()) == ['smoke-pbft-full-k0-gpt-3-s0', 'smoke-pbft_answer-full-k0-gpt-3-s0']
-    assert load_json(out/'smoke-pbft-full-k0-gpt-3-s0'/'run.json')['ce'] == 'vocab'
-    assert load_json(out/'smoke-pbft_answer-full-k0-gpt-3-s0'/'run.json')['ce'] == 'answer'
-    assert rows.vocab_accuracy.notna().all() and (rows.vocab_accuracy <= 1 - rows.non_answer_rate + 1e-12).all()
-    assert distill_run_id('cd', 'smoke', ce='vocab') == 'smoke-cd-full-k4-gpt-3-s0' != distill_run_id('cd', 'smoke', ce='answer')
-    with pytest.raises(ValueError, match=r"use method 'pbft_answer'"): distill_run_id('pbft', 'smoke', ce='answer')
-    with pytest.raises(ValueError, match=r"does not train"): distill_run_id('icl-student', 'smoke', ce='vocab')
-
-def test_query_id_is_the_same_under_every_data_seed(tmp_path, tmp_cache):
-    out = tmp_path/'runs'
-    for s in (0, 1): run_distill('zero_shot', 'smoke', data_seed=s, out_dir=out, memory=False, progress=False)
-    a, b = (load_table(out/f'smoke-zero_shot-k0-gpt-3-s{s}'/'predictions.csv') for s in (0, 1))
-    assert a.query_id.tolist() == b.query_id.tolist() and a.query_id.str.len().eq(12).all()
-    assert (a.groupby('split').query_id.nunique() == a.groupby('split').size()).all()
-    assert 'vocab_correct' in a and (a.vocab_correct <= a.top_is_answer).all()
-
 def test_runs_of_an_older_schema_are_redone(tmp_path, tmp_cache):
     out = tmp_path/'runs'
     run_distill('zero_shot', 'smoke', out_dir=out, memory=False, progress=False)
@@ -70,32 +47,7 @@ def test_runs_of_an_older_schema_are_redone(tmp_path, tmp_cache):
     run_distill('zero_shot', 'smoke', out_dir=out, memory=False, progress=False)
     assert load_json(rj)['results_version'] == D.RESULTS_VERSION
 
-# ---------------------------------------------------------------- calibration and AUC
-
-def test_calibration_hand_example():
-    p = np.array([[0.3, 0.7], [0.6, 0.4], [0.1, 0.9], [0.45, 0.45]])   # (No, Yes); the last is unnormalised
-    q = calibrate(p, [0.2, 0.8])                                         # the prompt says "Yes" 80% on "N/A"
-    assert q[0] == pytest.approx([1.5 / 2.375, 0.875 / 2.375])
-    assert q[1] == pytest.approx([3.0 / 3.5, 0.5 / 3.5])
-    assert q[3] == pytest.approx([0.8, 0.2])                             # a tie becomes the inverse prior
-    assert q.argmax(-1).tolist() == [0, 0, 1, 0]
-    assert calibrate(p, [[0.2, 0.8], [0.2, 0.8]]) == pytest.approx(q)
-    assert calibrate(p, [0.5, 0.5]) == pytest.approx(p / p.sum(-1, keepdims=True))  # a neutral prompt changes nothing
-
-def test_auc_and_calibration_invariance():
-    gold, s = [0, 0, 1, 1], [0.1, 0.6, 0.4, 0.9]
-    assert auc(gold, s) == pytest.approx(0.75)
-    assert math.isnan(auc([1, 1], [0.2, 0.3]))
-    p = np.stack([1 - np.array(s), s], 1)
-    assert auc(gold, calibrate(p, [0.3, 0.7])[:, 1]) == pytest.approx(0.75)
-    from inscl.icl import prior_match
-    assert auc(gold, prior_match(p)[:, 1]) == pytest.approx(0.75)
-
-def test_calibration_moved_to_icl_still_importable():
-    import inscl.icl
-    assert D.calibrate is inscl.icl.calibrate and D.content_free_probs is inscl.icl.content_free_probs
-
-# ---------------------------------------------------------------- run ids and the results schema
+# ---------------------------------------------------------------- the results schema
 
 def test_result_columns_order():
     c = DISTILL_COLUMNS
@@ -103,60 +55,6 @@ def test_result_columns_order():
     assert c == ['run_id', 'method', 'teacher', 'student', 'k', 'data_seed', 'pattern', 'mode', 'calibration', 'split', 'heuristic',
                  'label', 'accuracy', 'n', 'peak_mem_mb', 'train_seconds', 'auc', 'calibrated_accuracy', 'prior_accuracy', 'non_answer_rate',
                  'vocab_accuracy']
-
-def test_run_ids_with_calibration():
-    assert distill_run_id('cd', 'smoke') == 'smoke-cd-full-k4-gpt-3-s0'                         # 'none': ids unchanged
-    assert distill_run_id('cd', 'smoke', calibration='none') == 'smoke-cd-full-k4-gpt-3-s0'
-    assert distill_run_id('cd', 'smoke', calibration='prior') == 'smoke-cd-full-k4-gpt-3-s0-prior'
-    assert distill_run_id('icl-student', 'smoke', calibration='contextual') == 'smoke-icl-student-k4-gpt-3-s0-contextual'
-    assert distill_run_id('zero_shot', 'smoke', 0, 1, 'chat', None, calibration='prior') == 'smoke-zero_shot-k0-chat-s1-prior'
-    rid = distill_run_id('cd', 'smoke', alpha=0.9, calibration='contextual')                  # after the overrides' hash
-    assert rid.startswith('smoke-cd-full-k4-gpt-3-s0-') and rid.endswith('-contextual') and len(rid.split('-')) == 9
-    p = load_preset('smoke', overrides={'distill.calibration': 'prior'})                     # the preset's default
-    assert distill_run_id('icl', p) == 'smoke-icl-teacher-k4-gpt-3-s0-prior'
-    assert distill_run_id('icl', p, calibration='none') == 'smoke-icl-teacher-k4-gpt-3-s0'
-    assert distill_run_id('pbft', p) == 'smoke-pbft-full-k0-gpt-3-s0'                         # pbft ignores a preset default
-
-def test_calibration_errors(tmp_path):
-    with pytest.raises(ValueError, match=r"calibration='prior': method 'pbft' has no in-context scorer"):
-        run_distill('pbft', 'smoke', calibration='prior', out_dir=tmp_path)
-    with pytest.raises(ValueError, match=r"method 'pbft' has no in-context scorer"): distill_run_id('pbft', 'smoke', calibration='contextual')
-    with pytest.raises(ValueError, match=r"unknown calibration 'zhao'; expected one of: none, contextual, prior"):
-        run_distill('icl', 'smoke', calibration='zhao', out_dir=tmp_path)
-    with pytest.raises(ValueError, match=r"cannot calibrate kl='vocab': use kl='answer'"):
-        run_distill('cd', 'smoke', calibration='contextual', kl='vocab', out_dir=tmp_path)
-    with pytest.raises(ValueError, match=r"tokenizer \w+ \('tiny-smoke'\) has no chat template"):
-        run_distill('zero_shot', 'smoke', pattern='chat', out_dir=tmp_path)
-    assert not list(tmp_path.glob('*/run.json'))
-
-def test_summarize_nli_prior_accuracy_and_old_tables():
-    t = pd.DataFrame(dict(gold=[1, 0, 1, 0], pn_entail=[0.9, 0.8, 0.7, 0.6], correct=[True, False, True, False],
-                          cal_correct=[True, True, False, False], prior_correct=[True, True, True, True], top_is_answer=True, heuristic='all'))
-    r = summarize_nli(t, 'eval')
-    assert [x['label'] for x in r] == ['all', 'entailed', 'non-entailed']
-    assert [x['prior_accuracy'] for x in r] == [1.0, 1.0, 1.0] and r[0]['calibrated_accuracy'] == 0.5 and r[0]['accuracy'] == 0.5
-    old = summarize_nli(t.drop(columns='prior_correct'), 'eval')                  # a predictions table written before prior matching
-    assert math.isnan(old[0]['prior_accuracy']) and old[0]['accuracy'] == 0.5
-
-# ---------------------------------------------------------------- methods and data
-
-def test_parse_method():
-    assert parse_method('icl') == ('icl', 'teacher') and parse_method('icl-student') == ('icl', 'student')
-    assert parse_method('pbft') == ('pbft', 'student')
-    assert parse_method('pbft_answer') == ('pbft_answer', 'student')
-    with pytest.raises(ValueError, match=r"unknown method 'distil'; expected one of: icl, icl-teacher, icl-student, zero_shot, pbft, pbft_answer, cd"):
-        parse_method('distil')
-
-def test_distill_data_seeded_disjoint_balanced():
-    p = load_preset('smoke')
-    a, b = distill_data(p, 4, 0), distill_data(p, 4, 1)
-    assert len(a['train']) == 64 and sum(r['gold'] for r in a['train']) == 32
-    assert not {r['id'] for r in a['demos']} & {r['id'] for r in a['train']}
-    assert [r['id'] for r in a['train']] != [r['id'] for r in b['train']]
-    assert [r['id'] for r in a['eval']] == [r['id'] for r in b['eval']]
-    assert {r['heuristic'] for r in a['ood']} == {'lexical_overlap', 'subsequence', 'constituent'}
-    with pytest.raises(ValueError, match=r"n_train=5000 student training rows requested"):
-        distill_data(p, 4, 0, n_train=5000)
 
 # ---------------------------------------------------------------- teacher cache and training on tiny-smoke
 
@@ -218,28 +116,6 @@ def test_teacher_cache_stores_content_free_probs(smoke_setup, tmp_cache):
     np.testing.assert_allclose(np.exp(ct.logits), tp.calibrated('prior'), atol=1e-12)
     np.testing.assert_array_equal(ct.p, tp.p)
     assert calibrated_teacher(tp, 'none') is tp
-
-def test_last_logits_match_answer_probs(smoke_setup):
-    p, data = smoke_setup
-    model, tok = load_model('tiny-smoke')
-    q = data['train'][:7]
-    b = collate_last(student_features(tok, q, 'gpt-3'), tok.pad_token_id)
-    assert b['input_ids'][b['attention_mask'] == 0].eq(tok.pad_token_id).all()     # right padding
-    with torch.no_grad(): z = last_logits(model, b)
-    ref = answer_probs(model, tok, [get_pattern('gpt-3').format(r['premise'], r['hypothesis']) for r in q], (' No', ' Yes'))
-    np.testing.assert_allclose(z[:, ref.answer_ids].numpy(), ref.logits, atol=1e-4)
-
-def test_cd_reduces_kl_to_teacher(smoke_setup, tmp_cache):
-    p, data = smoke_setup
-    teacher, ttok = load_model('tiny-smoke', seed=1)        # a teacher that differs from the student
-    tp = teacher_probs('tiny-smoke-seed1', data['train'], data['demos'], 'gpt-3', 0, model=teacher, tok=ttok)
-    student, stok = load_model('tiny-smoke')
-    prompts = [get_pattern('gpt-3').format(r['premise'], r['hypothesis']) for r in data['train']]
-    before = answer_kl(tp.logits, answer_probs(student, stok, prompts, (' No', ' Yes')).logits)
-    stats = train_student(student, stok, data['train'], TrainConfig(lr=3e-3, epochs=4, batch_size=8), teacher=tp, alpha=1.0, tau=2.0)
-    after = answer_kl(tp.logits, answer_probs(student, stok, prompts, (' No', ' Yes')).logits)
-    assert stats['steps'] == 32
-    assert after < before / 3, (before, after)
 
 def test_vocab_kl_trains_with_shared_tokenizer(smoke_setup, tmp_cache):
     p, data = smoke_setup
@@ -353,45 +229,6 @@ def test_icl_methods_follow_their_calibration(tmp_path, tmp_cache):
     for split, g in preds.groupby('split'): assert g.pp_entail.mean() == pytest.approx(0.5, abs=1e-6)   # fitted per split
     assert (preds.pred == preds.prior_pred).all()
     assert load_json(out/'smoke-icl-student-k4-gpt-3-s0-prior'/'run.json')['calibration'] == 'prior'
-
-def test_predict_nli_phenomenon_column(smoke_setup):
-    p, data = smoke_setup
-    model, tok = load_model('tiny-smoke')
-    q = data['eval'][:6]
-    t = predict_nli(model, tok, q, 'gpt-3', calibration='contextual')
-    assert list(t.phenomenon) == [r.get('phenomenon', '') for r in q] and (t.heuristic == 'all').all()
-    assert (t.pred == t.cal_pred).all()
-    o = predict_nli(model, tok, data['ood'][:4], 'gpt-3')
-    assert list(o.heuristic) == [r['heuristic'] for r in data['ood'][:4]] and list(o.phenomenon) == [''] * 4
-
-# ---------------------------------------------------------------- errors name the value
-
-def test_bad_input_errors(tmp_path):
-    out = tmp_path/'runs'
-    with pytest.raises(ValueError, match=r"unknown method 'kd'"): run_distill('kd', 'smoke', out_dir=out)
-    with pytest.raises(ValueError, match=r"unknown pattern 'gpt3'; expected one of: minimal, gpt-3, eval-harness"):
-        run_distill('cd', 'smoke', pattern='gpt3', out_dir=out)
-    with pytest.raises(ValueError, match=r"unknown student mode 'qlora'; expected one of: full, lora, bitfit"):
-        run_distill('pbft', 'smoke', student_mode='qlora', out_dir=out)
-    with pytest.raises(ValueError, match=r"unknown kl 'logits'; expected one of: answer, vocab"):
-        run_distill('cd', 'smoke', kl='logits', out_dir=out)
-    with pytest.raises(ValueError, match=r"k=1000 class-balanced demonstrations need 500 of gold=0, 500 of gold=1"):
-        run_distill('cd', 'smoke', k=1000, out_dir=out)
-    with pytest.raises(ValueError, match=r"answer word ' False' is not one token for tokenizer"):
-        run_distill('icl', 'smoke', pattern='eval-harness', out_dir=out)
-    with pytest.raises(ValueError, match=r"alpha=2"): run_distill('cd', 'smoke', alpha=2, out_dir=out)
-    with pytest.raises(ValueError, match=r"mode 'bitfit': LlamaForCausalLM has no bias parameters"):
-        run_distill('pbft', 'smoke', student_mode='bitfit', out_dir=out, memory=False, progress=False)
-    assert not list(out.glob('*/run.json')) or not any(load_json(f)['finished'] for f in out.glob('*/run.json'))
-
-def test_mismatched_tokenizers_with_vocab_kl(tmp_path):
-    s = load_tokenizer('tiny-smoke')
-    other = copy.deepcopy(s); other.add_tokens(['<extra>'])
-    with pytest.raises(ValueError, match=r"teacher 'big' uses \w+ \(513 tokens\) and student 'tiny-smoke' uses \w+ \(512 tokens\)"):
-        check_same_tokenizer(other, s, 'big', 'tiny-smoke')
-    p = load_preset('smoke', overrides={'distill.teacher': 'tiny'})      # a 2000-token tokenizer vs the student's 512
-    with pytest.raises(ValueError, match=r"kl='vocab'.*teacher 'tiny' uses .*student 'tiny-smoke' uses .*use kl='answer'"):
-        run_distill('cd', p, kl='vocab', out_dir=tmp_path)
 
 # ---------------------------------------------------------------- memory
 

@@ -1,17 +1,12 @@
-"The training loop: formatting, batching, determinism, accumulation, NaN handling, LoRA, pluggable losses."
+"The training loop: overfitting, determinism, accumulation, LoRA, BitFit, packing, pluggable losses (formatting, batches and config: the notebook)."
 import time
 import numpy as np
 import pytest
 import torch
 from inscl.benchmark import builtin_superni
 from inscl.models import load_model
-from inscl.presets import load_preset
-from inscl.train import (TrainConfig, collate, format_example, format_prompt, length_grouped_batches, lm_loss,
-                         pad_fraction, random_batches, tokenize_records, train, truncate_middle, add_lora, merge_lora,
-                         is_lora, lora_targets, pack, pack_rows, packed_grid, TargetLM)
-
-REC = {'category': 'Mathematics', 'task': 't', 'instruction': 'Add the numbers.', 'input': '2 3',
-       'outputs': ['5', 'five'], 'id': 'r0'}
+from inscl.train import (TrainConfig, collate, lm_loss, pad_fraction, random_batches, tokenize_records, train,
+                         add_lora, merge_lora, is_lora, lora_targets, pack, pack_rows, packed_grid)
 
 @pytest.fixture(scope='module', autouse=True)
 def one_thread():
@@ -43,81 +38,6 @@ def equal_features(n=8, length=12, n_target=3, seed=0):
         ids = g.integers(4, 500, length).tolist()
         out.append({'input_ids': ids, 'labels': [-100] * (length - n_target) + ids[-n_target:]})
     return out
-
-# --- formatting --------------------------------------------------------------------------------
-
-def test_prompt_is_the_papers_template():
-    assert format_prompt(REC) == 'Add the numbers.\n\n2 3'
-
-def test_labels_mask_exactly_the_prompt(tok):
-    ex = format_example(REC, tok, max_len=64)
-    prompt = tok('Add the numbers.\n\n2 3')['input_ids']
-    target = tok('5', add_special_tokens=False)['input_ids']
-    assert prompt[0] == tok.bos_token_id                       # the tiny tokenizer adds BOS
-    assert ex['input_ids'] == prompt + target + [tok.eos_token_id]
-    assert ex['labels'] == [-100] * len(prompt) + target + [tok.eos_token_id]
-    assert tok.decode(ex['input_ids'][:len(prompt)], skip_special_tokens=True) == 'Add the numbers.\n\n2 3'
-
-def test_target_is_first_output_then_eos(tok):
-    ex = format_example(REC, tok, max_len=64)
-    assert ex['input_ids'][-1] == tok.eos_token_id
-    assert tok.decode([i for i in ex['labels'] if i != -100]) == '5</s>'
-
-def test_truncation_keeps_target_and_prompt_ends(tok):
-    rec = {**REC, 'input': ' '.join(f'w{i}' for i in range(200)), 'outputs': ['the answer is five']}
-    full = tok(format_prompt(rec))['input_ids']
-    ex = format_example(rec, tok, max_len=40)
-    target = tok('the answer is five', add_special_tokens=False)['input_ids'] + [tok.eos_token_id]
-    assert len(ex['input_ids']) == 40
-    assert ex['labels'][-len(target):] == target and ex['input_ids'][-len(target):] == target
-    p = 40 - len(target)
-    assert ex['input_ids'][:p // 2] == full[:p // 2]           # BOS and the instruction's start
-    assert ex['input_ids'][p // 2:p] == full[-(p - p // 2):]   # the input's end
-    assert ex['labels'][:p] == [-100] * p
-
-def test_truncate_middle():
-    assert truncate_middle(list(range(10)), 5) == [0, 1, 7, 8, 9]
-    assert truncate_middle([1, 2], 5) == [1, 2]
-
-def test_tokenize_records_matches_format_example(tok, records):
-    recs = records[::37]
-    assert tokenize_records(recs, tok, 40) == [format_example(r, tok, 40) for r in recs]
-
-def test_record_without_output_is_an_error(tok):
-    with pytest.raises(ValueError, match="record 'r0' has no outputs"): format_example({**REC, 'outputs': []}, tok, 32)
-
-# --- batches -----------------------------------------------------------------------------------
-
-def test_grouped_batches_cover_every_index_once_and_are_seeded():
-    lengths = np.random.default_rng(1).integers(5, 60, 1003)
-    b0 = length_grouped_batches(lengths, 16, seed=0)
-    flat = [i for b in b0 for i in b]
-    assert sorted(flat) == list(range(1003))
-    assert all(len(b) <= 16 for b in b0) and sum(len(b) < 16 for b in b0) == 1   # windows of 800 and 203: one short batch
-    assert b0 == length_grouped_batches(lengths, 16, seed=0)
-    assert b0 != length_grouped_batches(lengths, 16, seed=1)
-
-def test_grouped_batches_reduce_padding(tok, records):
-    L = [len(f['input_ids']) for f in tokenize_records(records, tok, 128)]
-    rand = np.mean([pad_fraction(L, random_batches(len(L), 16, s)) for s in range(3)])
-    grouped = np.mean([pad_fraction(L, length_grouped_batches(L, 16, s)) for s in range(3)])
-    print(f'padding share: random {rand:.3f}, grouped {grouped:.3f}')
-    assert rand > 0.2 and grouped < rand / 5
-
-def test_collate_pads_right_with_masked_labels():
-    b = collate([{'input_ids': [1, 5, 6], 'labels': [-100, 5, 6]}, {'input_ids': [1, 7], 'labels': [-100, 7]}], pad_id=0)
-    assert b['input_ids'].tolist() == [[1, 5, 6], [1, 7, 0]]
-    assert b['attention_mask'].tolist() == [[1, 1, 1], [1, 1, 0]]
-    assert b['labels'].tolist() == [[-100, 5, 6], [-100, 7, -100]]
-
-# --- config ------------------------------------------------------------------------------------
-
-def test_config_from_preset():
-    c = TrainConfig.from_preset(load_preset('smoke').inscl)
-    assert (c.lr, c.epochs, c.batch_size, c.grad_accum, c.max_len, c.mode) == (1e-3, 1, 8, 1, 96, 'full')
-    assert TrainConfig.from_preset(load_preset('smoke').inscl, mode='lora', seed=4).mode == 'lora'
-    with pytest.raises(ValueError, match="unknown training mode 'qlora'"): TrainConfig(mode='qlora')
-    with pytest.raises(ValueError, match='TrainConfig.grad_accum=0'): TrainConfig(grad_accum=0)
 
 # --- training ----------------------------------------------------------------------------------
 
@@ -159,21 +79,6 @@ def test_grad_accumulation_matches_big_batch(tok):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=n)
     moved = max((a - b).abs().max().item() for a, b in zip(big.parameters(), smoke().parameters()))
     assert moved > 1e-3                                        # the runs did train
-
-def test_nan_loss_stops_with_the_step(tok):
-    feats, calls = equal_features(16), []
-    def nan_on_fifth(model, batch):
-        calls.append(1)
-        loss = lm_loss(model, batch)
-        return loss * float('nan') if len(calls) == 5 else loss
-    with pytest.raises(FloatingPointError, match=r'loss is nan at step 3 of 4 \(micro-batch 5\)'):
-        train(smoke(), tok, feats, TrainConfig(batch_size=4, grad_accum=2, epochs=2), loss_fn=nan_on_fifth, progress=False)
-    assert len(calls) == 5                                     # stopped at once
-
-def test_inf_loss_is_an_error_too(tok):
-    with pytest.raises(FloatingPointError, match='loss is inf at step 1'):
-        train(smoke(), tok, equal_features(4), TrainConfig(batch_size=4),
-              loss_fn=lambda m, b: lm_loss(m, b) * float('inf'), progress=False)
 
 def test_lora_wrapped_model_trains_only_adapters(tok, records):
     model = smoke()
@@ -270,17 +175,6 @@ def test_pack_rows_places_every_example_once_in_balanced_rows():
         assert len(rows) == max(1, min(len(L), -(-sum(L) // 64)))
         fills = [sum(L[i] for i in r) for r in rows]
         assert max(fills) - min(fills) <= max(L)            # greedy balance: rows differ by at most one example
-
-def test_packed_loss_and_gradients_equal_padded(tok, records):
-    m = smoke()
-    feats = tokenize_records(records[5::41][:24], tok, 96)
-    a = lm_loss(m, collate(feats, tok.pad_token_id)); a.backward()
-    ga = {n: p.grad.clone() for n, p in m.named_parameters()}; m.zero_grad()
-    bt = pack(feats, tok.pad_token_id, 96)
-    b = TargetLM(m)(**bt); b.backward()
-    assert abs(a.item() - b.item()) < 1e-5
-    for n, p in m.named_parameters(): assert torch.allclose(p.grad, ga[n], atol=1e-5), n
-    assert bt['input_ids'].numel() == packed_grid([len(f['input_ids']) for f in feats], 96)
 
 def test_packed_example_sees_only_itself(tok, records):
     "An example's logits do not depend on the examples packed beside it."
