@@ -134,12 +134,14 @@ def tiny_tokenizer(vocab_size:int=2000,          # BPE vocabulary size, special 
     "The shipped byte-level BPE tokenizer of `vocab_size`, or one trained on `corpus` and cached on disk by content hash."
     from tokenizers import Tokenizer
     if corpus is None: tok = Tokenizer.from_file(str(shipped_tokenizer(vocab_size)))
-    elif (path := files.cache_dir(cache_dir, 'tokenizers')/
-          f"bpe{vocab_size}-{files.content_hash(list(corpus), vocab_size, SPECIAL_TOKENS, 'bytelevel-bpe-v1')}.json").is_file():
-        tok = Tokenizer.from_file(str(path))
     else:
-        tok = _train_bpe(list(corpus), vocab_size)
-        files.atomic_write(path, tok.to_str())
+        corpus = list(corpus)
+        key = files.content_hash(corpus, vocab_size, SPECIAL_TOKENS, 'bytelevel-bpe-v1')
+        path = files.cache_dir(cache_dir, 'tokenizers')/f'bpe{vocab_size}-{key}.json'
+        if path.is_file(): tok = Tokenizer.from_file(str(path))
+        else:
+            tok = _train_bpe(corpus, vocab_size)
+            files.atomic_write(path, tok.to_str())
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token='<s>', eos_token='</s>', pad_token='<pad>',
                                    unk_token='<unk>', padding_side=padding_side, model_max_length=512)
 

@@ -13,7 +13,7 @@ def corpus():
 
 @pytest.fixture(scope='module')
 def tok_cache(tmp_path_factory):
-    "One tokenizer cache for the fast tests of this module (training a tokenizer takes a second)."
+    "One cache folder for the fast tests of this module (tokenizers trained on a given corpus land there)."
     return tmp_path_factory.mktemp('inscl-cache')
 
 def _same_weights(a, b):
