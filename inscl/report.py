@@ -63,13 +63,15 @@ def save_figure(fig,                     # a matplotlib figure
                 figures_dir:Path|str,    # the folder (created if missing)
                 formats:Sequence[str]=('png', 'svg') # the formats to write
                ) -> list[Path]:
-    "Write `fig` as `<figures_dir>/<name>.png` (150 dpi) and `.svg`, atomically; return the paths."
+    "Write `fig` as `<figures_dir>/<name>.png` (150 dpi) and `.svg`, atomically; return the paths. The SVG has no date and ids salted by `name`, so the same figure is the same file."
+    import matplotlib
     if Path(name).suffix.lower() in ('.png', '.svg', '.pdf'):
         raise ValueError(f"figure name {name!r} has an extension; give the name alone (e.g. {Path(name).stem!r}), save_figure adds one per format")
     out = []
     for fmt in formats:
         path = Path(figures_dir)/f'{name}.{fmt}'
-        with atomic_path(path) as tmp: fig.savefig(tmp, format=fmt, dpi=150, bbox_inches='tight')
+        with atomic_path(path) as tmp, matplotlib.rc_context({'svg.hashsalt': name}):
+            fig.savefig(tmp, format=fmt, dpi=150, bbox_inches='tight', metadata={'Date': None} if fmt == 'svg' else None)
         out.append(path)
     return out
 
