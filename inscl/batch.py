@@ -20,7 +20,7 @@ __all__ = ['PINNED_NUMERICS', 'NUMERICS_VARS', 'RECORD_PACKAGES', 'EXPERIMENTS',
            'ARCHIVE_DIR', 'RECORD_TEXTS', 'Stage', 'run_stages', 'prepare_stages', 'plan_stages', 'numerics_env',
            'cpu_info', 'numerics_record', 'kit_root', 'git_commit', 'run_record', 'experiment_notebook', 'Cell',
            'inscl_cells', 'cell_grid_method', 'grid_method', 'distill_cells', 'probe_cells', 'cell_progress',
-           'papermill_command', 'cell_threads', 'run_cell', 'run_grid', 'inscl_summary', 'distill_summary',
+           'papermill_command', 'cell_threads', 'cell_env', 'run_cell', 'run_grid', 'inscl_summary', 'distill_summary',
            'report_notebooks', 'report_owner', 'stamp_report', 'report_dir', 'figures_dir', 'run_reports',
            'canonical_table', 'fingerprint_entry', 'fingerprint_cells', 'compute_fingerprints', 'fingerprint_diff',
            'machine_free', 'scrub_cell', 'archive_cells', 'restore_cells', 'embedded_corpus', 'write_tokenizers',
@@ -371,13 +371,14 @@ def _stop(proc:subprocess.Popen):
     except subprocess.TimeoutExpired: proc.kill()
 
 # %% ../nbs/run/00_batch.ipynb #f8ae18a4
-def papermill_command(nb:Path,      # the notebook to execute
-                      out:Path,     # where the executed copy goes
-                      params:dict,  # its parameters
-                      cwd:Path      # the kernel's working directory
+def papermill_command(nb:Path,         # the notebook to execute
+                      out:Path,        # where the executed copy goes
+                      params:dict,     # its parameters
+                      cwd:Path,        # the kernel's working directory
+                      warm:bool=False  # through a warm worker's stand-in (`inscl.warm.warm_run`), which runs papermill cold when it finds none
                      ) -> list[str]:
     "The papermill command line the runner uses for experiment and report notebooks alike."
-    return [sys.executable, '-m', 'papermill', str(nb), str(out), '-y', json.dumps(params), '--cwd', str(cwd),
+    return [sys.executable, '-m', *(['inscl.warm'] if warm else []), 'papermill', str(nb), str(out), '-y', json.dumps(params), '--cwd', str(cwd),
             '-k', 'python3', '--language', 'python', '--no-progress-bar']
 
 # %% ../nbs/run/00_batch.ipynb #92e868d1
@@ -389,18 +390,26 @@ def cell_threads(threads:int|None, # the threads asked for (None: the default)
     return threads or (None if native else 1)
 
 # %% ../nbs/run/00_batch.ipynb #d1dee0ab
+def cell_env(threads:int|None,   # the cell's threads (`cell_threads`)
+             native:bool=False,   # the host's native numerics instead of the pinned ones
+             gpus:str|None=None   # its `CUDA_VISIBLE_DEVICES` (None: inherited)
+            ) -> dict:
+    "The environment a cell's papermill process and kernel start with: this one's, its numerics and threads, its GPUs."
+    return {**os.environ, 'PYTHONUNBUFFERED': '1', **numerics_env(threads, native), **({'CUDA_VISIBLE_DEVICES': gpus} if gpus else {})}
+
 def run_cell(c:Cell,                  # the cell
              threads:int|None=None,   # torch CPU threads of its kernel (None: 1 with pinned numerics, else torch's default)
              timeout:float|None=None, # seconds before the cell is stopped (None: no limit)
              native:bool=False,       # the host's native numerics instead of the pinned ones
              gpus:str|None=None,      # the kernel's `CUDA_VISIBLE_DEVICES` (None: inherited; `inscl.cluster.gpu_slots`)
+             warm:dict|None=None,     # a warm worker's variables (`inscl.warm.WarmWorkers.env`; None or empty: papermill and kernel start cold)
             ) -> dict:
     "Execute `c` with papermill in a child process, its numerics pinned; return its status row (`ran` or `failed`)."
     c.run_dir.mkdir(parents=True, exist_ok=True)
     threads = cell_threads(threads, native)
     params = {**c.params, 'threads': threads, 'progress': False}   # the runner shows progress; the notebook stays small
-    env = {**os.environ, 'PYTHONUNBUFFERED': '1', **numerics_env(threads, native), **({'CUDA_VISIBLE_DEVICES': gpus} if gpus else {})}
-    cmd = papermill_command(experiment_notebook(c.study), c.notebook, params, c.run_dir)
+    env = {**cell_env(threads, native, gpus), **(warm or {})}
+    cmd = papermill_command(experiment_notebook(c.study), c.notebook, params, c.run_dir, warm=bool(warm))
     t0 = time.perf_counter()
     with open(c.run_dir/'papermill.log', 'w') as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -432,10 +441,12 @@ def run_grid(cells:list[Cell],        # the grid
              timeout:float|None=None, # seconds per cell
              native:bool=False,       # the host's native numerics instead of the pinned ones
              executor=None,           # where cells run: None for this machine (`run_cell`, GPUs shared out by `gpu_slots`), or an object with `run(cell, threads, timeout, native)` such as `inscl.cluster.SlurmExecutor`
+             warm:bool=True,          # on this machine, one warm worker per job that imports once and forks each cell's papermill and kernel (`inscl.warm`)
             ) -> list[dict]:
     "Run every unfinished cell of `cells` with papermill; return one status row per cell, in grid order."
     from concurrent.futures import ThreadPoolExecutor, wait, FIRST_COMPLETED
     from inscl.cluster import gpu_slots
+    from inscl.warm import WarmWorkers
     for c in cells:
         if (why := c.damage()): tqdm.write(_set_aside(c, why))
     rows = {c.label: dict(study=c.study, run_id=c.run_id, status='done before', seconds=None, notebook=str(c.notebook), error='')
@@ -446,9 +457,11 @@ def run_grid(cells:list[Cell],        # the grid
     slots = gpu_slots(jobs) if executor is None and todo else [None] * jobs   # worker k's GPUs (None: no GPU, or SLURM places them)
     free = list(range(jobs))                                                  # the slots no running cell holds
     def start(c:Cell, k:int):
-        if executor is None: return ex.submit(run_cell, c, threads, timeout, native, slots[k])
+        if executor is None: return ex.submit(run_cell, c, threads, timeout, native, slots[k], **({'warm': workers.env(k)} if workers else {}))
         return ex.submit(executor.run, c, threads, timeout, native)
-    with ThreadPoolExecutor(jobs) as ex:
+    local = executor is None and warm and todo
+    workers = WarmWorkers([cell_env(cell_threads(threads, native), native, g) for g in slots]) if local else None
+    with (workers or nullcontext()), ThreadPoolExecutor(jobs) as ex:
         try:
             while todo or running:
                 for c in _ready(todo, ended, ids)[:jobs - len(running)]:
@@ -608,11 +621,12 @@ def fingerprint_cells(out:Path # a scratch runs folder
 
 def compute_fingerprints(out:Path,        # a scratch runs folder (kept, for inspection)
                          jobs:int=1,      # cells at once
-                         native:bool=False # native numerics (the check then says nothing about other CPUs)
+                         native:bool=False, # native numerics (the check then says nothing about other CPUs)
+                         warm:bool=True    # through warm workers (`run_grid`)
                         ) -> dict:
     "Run the fingerprint cells and return `{name: entry}`; a failed cell raises with its executed notebook."
     cells = fingerprint_cells(out)
-    rows = run_grid(cells, jobs, 1, desc='fingerprint', native=native)
+    rows = run_grid(cells, jobs, 1, desc='fingerprint', native=native, warm=warm)
     if (bad := [r for r in rows if r['status'] == 'failed']):
         raise RuntimeError(f"fingerprint cell {bad[0]['run_id']} failed: {bad[0]['error']} (see {bad[0]['notebook']})")
     tiny, smoke_c, smoke_d = cells
@@ -841,7 +855,7 @@ def _cmd_grid(a, study:str) -> int:
     cells = {'inscl': _inscl_cells, 'distill': _distill_cells, 'probe': _probe_cells}[study](a, p)
     if a.dry_run: _dry(cells); return 0
     t0 = time.perf_counter()
-    rows = run_grid(cells, a.jobs, a.threads, desc=f'{study} grid {p.name}', native=a.native_cpu, executor=_executor(a, p))
+    rows = run_grid(cells, a.jobs, a.threads, desc=f'{study} grid {p.name}', native=a.native_cpu, executor=_executor(a, p), warm=not a.cold)
     {'inscl': _report_inscl, 'distill': _report_distill, 'probe': _report_probe}[study](p, cells)
     print(f'{study} grid: {len(cells)} cells in {time.perf_counter()-t0:.0f} s')
     return 1 if _print_cells(rows) else 0
@@ -862,7 +876,7 @@ def _cmd_all(a) -> int:
     p = load_preset(a.preset)
     ci, cd = _preset_grids(a, p)
     if a.dry_run: _dry(ci + cd); return rc
-    rows = run_grid(ci + cd, a.jobs, a.threads, desc=f'all {p.name}', native=a.native_cpu, executor=_executor(a, p))
+    rows = run_grid(ci + cd, a.jobs, a.threads, desc=f'all {p.name}', native=a.native_cpu, executor=_executor(a, p), warm=not a.cold)
     _report_inscl(p, ci); _report_distill(p, cd)
     rows += run_reports(p, native=a.native_cpu)
     print(f'inscl-repro all --preset {p.name}: {len(ci) + len(cd)} cells and {len(report_notebooks())} reports in {time.perf_counter()-t0:.0f} s')
@@ -919,7 +933,7 @@ def _cmd_fingerprint(a) -> int:
     import shutil, tempfile, torch
     if a.update and a.native_cpu: raise ValueError("--update --native-cpu: the committed fingerprint is of the pinned numerics; drop --native-cpu")
     path, out = kit_root()/FINGERPRINT_FILE, Path(a.keep or tempfile.mkdtemp(prefix='inscl-fingerprint-'))
-    try: new = compute_fingerprints(out, a.jobs, a.native_cpu)
+    try: new = compute_fingerprints(out, a.jobs, a.native_cpu, warm=not a.cold)
     finally:
         if not a.keep: shutil.rmtree(out, ignore_errors=True)
     cpu, vendor = '{cpu_model} ({cpu_id})'.format(**cpu_info()), cpu_vendor()
@@ -1009,6 +1023,7 @@ def _parser() -> argparse.ArgumentParser:
         if grid:
             sp.add_argument('--jobs', type=_whole(1), default=1, help='grid cells run at once, each in its own papermill kernel')
             sp.add_argument('--threads', type=_whole(1), default=None, help="torch CPU threads per cell (default: 1 with pinned numerics, torch's with --native-cpu)")
+            sp.add_argument('--cold', action='store_true', help='start every local cell\'s papermill and kernel from scratch (default: each job\'s warm worker imports once and forks them)')
     def where(sp):
         sp.add_argument('--executor', choices=['local', 'slurm'], default='local',
                         help="where cells run: 'local' (this machine, --jobs at once) or 'slurm' (one SLURM job per cell, at most --jobs queued; resources from the preset's cluster.* keys)")

@@ -267,7 +267,7 @@ def test_local_workers_get_their_own_gpus(tmp_path, monkeypatch):
     import inscl.batch as b, inscl.cluster as cl
     from inscl.batch import Cell, run_grid
     seen, lock, live = [], threading.Lock(), set()
-    def fake_run_cell(c, threads=None, timeout=None, native=False, gpus=None):
+    def fake_run_cell(c, threads=None, timeout=None, native=False, gpus=None, warm=None):
         with lock: live.add(gpus); seen.append((c.run_id, gpus, len(live)))
         time.sleep(0.3)
         with lock: live.discard(gpus)
