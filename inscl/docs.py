@@ -25,7 +25,7 @@ COURSE = {
     'The distillation study': ['nbs/distill/00_nli.ipynb', 'nbs/distill/01_nli_benchmark.ipynb', 'nbs/distill/02_hans_benchmark.ipynb',
                                'nbs/distill/03_icl.ipynb', 'nbs/distill/04_distill.ipynb', 'nbs/distill/05_probe.ipynb',
                                'nbs/distill/06_probe_experiment.ipynb', 'nbs/distill/07_experiment.ipynb'],
-    'Runs and reports': ['nbs/run/00_batch.ipynb', 'nbs/run/01_report.ipynb', 'nbs/run/02_cluster.ipynb', 'nbs/run/03_docs.ipynb',
+    'Runs and reports': ['nbs/run/00_batch.ipynb', 'nbs/run/00a_warm.ipynb', 'nbs/run/01_report.ipynb', 'nbs/run/02_cluster.ipynb', 'nbs/run/03_docs.ipynb',
                          'reports/20_continual.ipynb', 'reports/21_distill.ipynb'],
 }
 

@@ -15,6 +15,7 @@ __all__ = ['WARM_IMPORTS', 'IMPORT_TIME_VARS', 'WARM_MODULES', 'cold_reason', 's
 WARM_IMPORTS = ('papermill.execute', 'papermill.cli', 'ipykernel.kernelapp', 'pandas', 'torch', 'inscl.continual', 'inscl.distill', 'inscl.probe', 'inscl.metrics', 'inscl.batch')
 IMPORT_TIME_VARS = ('ATEN_CPU_CAPABILITY', 'MKL_CBWR', 'ONEDNN_MAX_CPU_ISA', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS',
                     'CUDA_VISIBLE_DEVICES', 'PYTHONHASHSEED', 'PYTHONPATH', 'PYTHONUNBUFFERED')
+WARM_MODULES = ('papermill', 'ipykernel_launcher')   # what a warm worker runs, as `python -m` would
 
 def _send(sock:socket.socket, msg:dict, fds:list[int]=()):
     "One message: a JSON object (and open file descriptors) in one packet."
@@ -37,8 +38,6 @@ def cold_reason(req:dict # a request: `module`, `python` and `env` of the proces
     return None
 
 # %% ../nbs/run/00a_warm.ipynb #b5ba78df
-WARM_MODULES = ('papermill', 'ipykernel_launcher')   # what a warm worker runs, as `python -m` would
-
 def _run_child(req:dict, fds:list[int]):
     "In the forked child: take the proxy's stdio, folder and environment, then run its module as `python -m` would, and exit."
     for i, fd in enumerate(fds): os.dup2(fd, i); os.close(fd)
@@ -184,6 +183,6 @@ class WarmWorkers:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 # %% ../nbs/run/00a_warm.ipynb #123618db
-if __name__ == '__main__':
+if __name__ == '__main__' and Path(sys.argv[0]).stem == 'warm':   # `python -m inscl.warm`, not a notebook's kernel
     if sys.argv[1:2] == ['--serve']: serve(sys.argv[2], tuple(sys.argv[3:]) or WARM_IMPORTS)
     else: warm_run(sys.argv[1], sys.argv[2:])
