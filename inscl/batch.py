@@ -457,7 +457,7 @@ def run_grid(cells:list[Cell],        # the grid
     slots = gpu_slots(jobs) if executor is None and todo else [None] * jobs   # worker k's GPUs (None: no GPU, or SLURM places them)
     free = list(range(jobs))                                                  # the slots no running cell holds
     def start(c:Cell, k:int):
-        if executor is None: return ex.submit(run_cell, c, threads, timeout, native, slots[k], **({'warm': workers.env(k)} if workers else {}))
+        if executor is None: return ex.submit(run_cell, c, threads, timeout, native, slots[k], workers.env(k) if workers else None)
         return ex.submit(executor.run, c, threads, timeout, native)
     local = executor is None and warm and todo
     workers = WarmWorkers([cell_env(cell_threads(threads, native), native, g) for g in slots]) if local else None

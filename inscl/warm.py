@@ -13,8 +13,7 @@ __all__ = ['WARM_IMPORTS', 'IMPORT_TIME_VARS', 'WARM_MODULES', 'cold_reason', 's
 
 # %% ../nbs/run/00a_warm.ipynb #1f4e24fb
 WARM_IMPORTS = ('papermill.execute', 'papermill.cli', 'ipykernel.kernelapp', 'pandas', 'torch', 'inscl.continual', 'inscl.distill', 'inscl.probe', 'inscl.metrics', 'inscl.batch')
-IMPORT_TIME_VARS = ('ATEN_CPU_CAPABILITY', 'MKL_CBWR', 'ONEDNN_MAX_CPU_ISA', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS',
-                    'CUDA_VISIBLE_DEVICES', 'PYTHONHASHSEED', 'PYTHONPATH', 'PYTHONUNBUFFERED')
+IMPORT_TIME_VARS = ('CUDA_VISIBLE_DEVICES', 'PYTHONHASHSEED', 'PYTHONPATH', 'PYTHONUNBUFFERED')   # read at start-up, besides `inscl.batch.NUMERICS_VARS`
 WARM_MODULES = ('papermill', 'ipykernel_launcher')   # what a warm worker runs, as `python -m` would
 
 def _send(sock:socket.socket, msg:dict, fds:list[int]=()):
@@ -32,14 +31,15 @@ def cold_reason(req:dict # a request: `module`, `python` and `env` of the proces
     "Why the process `req` asks for cannot be forked from this one (another module or Python, a variable read at start-up differs), or None."
     if req['module'] not in WARM_MODULES: return f"a warm worker runs only {', '.join(WARM_MODULES)}, not {req['module']}"
     if req['python'] != sys.executable: return f"the warm worker runs {sys.executable}, not {req['python']}"
+    from inscl.batch import NUMERICS_VARS     # here, not at the top: the stand-in imports this module and must start fast
     env = req['env']
-    for k in IMPORT_TIME_VARS:
+    for k in (*NUMERICS_VARS, *IMPORT_TIME_VARS):
         if env.get(k) != os.environ.get(k): return f'{k}={env.get(k)!r} but the warm worker started with {os.environ.get(k)!r}'
     return None
 
 # %% ../nbs/run/00a_warm.ipynb #b5ba78df
 def _run_child(req:dict, fds:list[int]):
-    "In the forked child: take the proxy's stdio, folder and environment, then run its module as `python -m` would, and exit."
+    "In the forked child: take the stand-in's stdio, folder and environment, then run its module as `python -m` would, and exit."
     for i, fd in enumerate(fds): os.dup2(fd, i); os.close(fd)
     os.chdir(req['cwd']); os.environ.clear(); os.environ.update(req['env'])
     for s in (signal.SIGTERM, signal.SIGHUP): signal.signal(s, signal.SIG_DFL)
@@ -72,7 +72,7 @@ def serve(path:str,                 # the Unix socket processes are asked for on
         except Exception as e: print(f'inscl.warm: could not import {m} ({e}); its cells import it themselves', file=sys.stderr, flush=True)
     import threading
     threads = threading.active_count()           # forking a process with threads can deadlock the child
-    kids, conns = {}, set()                      # forked pid -> its proxy's connection; connections not yet served
+    kids, conns = {}, set()                      # forked pid -> its stand-in's connection; connections not yet served
     def stop(*_):
         for pid in kids: os.kill(pid, signal.SIGKILL)
         os._exit(0)
@@ -96,7 +96,7 @@ def serve(path:str,                 # the Unix socket processes are asked for on
                     s.close(); _run_child(msg, fds)
                 for fd in fds: os.close(fd)
                 kids[pid] = s; _send(s, dict(pid=pid))
-            else:                                # a proxy closed (it was killed): its process goes too
+            else:                                # a stand-in closed (it was killed): its process goes too
                 pid = next(p for p, c in kids.items() if c is s)
                 os.kill(pid, signal.SIGKILL)
         while kids:

@@ -22,6 +22,14 @@ def _gone(pid:int, within:float=15) -> bool:
         time.sleep(0.2)
     return False
 
+def _sleeping(tmp_path:Path, worker:WarmWorkers, marker:str) -> tuple[subprocess.Popen, list[int]]:
+    "Start a notebook that writes `marker` (its kernel's pids) and sleeps; return its stand-in and the worker's forked processes, once it runs."
+    nb = _notebook(tmp_path/'in.ipynb', f'import os, time\nopen({str(tmp_path/marker)!r}, "w").write(f"{{os.getpid()}} {{os.getppid()}}")\ntime.sleep(300)')
+    p = _papermill(nb, tmp_path/'out.ipynb', {**os.environ, **worker.env(0)})
+    t = time.time()
+    while not (tmp_path/marker).exists() and time.time() - t < 60: time.sleep(0.2)
+    return p, [c.pid for c in psutil.Process(worker.procs[0].pid).children()]
+
 @pytest.fixture
 def worker():
     with WarmWorkers([dict(os.environ)], imports=LIGHT) as w: yield w
@@ -46,12 +54,8 @@ def test_a_failing_cell_gives_papermills_exit_code(tmp_path, worker):
 
 def test_killing_the_stand_in_stops_papermill_and_kernel(tmp_path, worker):
     "SIGKILL of the stand-in (as `run_cell`'s timeout does): the worker kills its forked papermill, whose kernel then stops."
-    nb = _notebook(tmp_path/'in.ipynb', f'import os, time\nopen({str(tmp_path/"pids")!r}, "w").write(f"{{os.getpid()}} {{os.getppid()}}")\ntime.sleep(300)')
-    p = _papermill(nb, tmp_path/'out.ipynb', {**os.environ, **worker.env(0)})
-    t = time.time()
-    while not (tmp_path/'pids').exists() and time.time() - t < 60: time.sleep(0.2)
+    p, forked = _sleeping(tmp_path, worker, 'pids')
     kernel, _ = map(int, (tmp_path/'pids').read_text().split())
-    forked = [c.pid for c in psutil.Process(worker.procs[0].pid).children()]
     assert kernel in forked and len(forked) == 2          # papermill and its kernel, both forked by the worker
     p.kill(); p.wait()
     assert all(_gone(pid) for pid in forked)
@@ -59,11 +63,7 @@ def test_killing_the_stand_in_stops_papermill_and_kernel(tmp_path, worker):
 
 def test_sigterm_reaches_the_forked_papermill(tmp_path, worker):
     "SIGTERM of the stand-in (Ctrl-C in the runner) is forwarded; the stand-in exits as its papermill did."
-    nb = _notebook(tmp_path/'in.ipynb', f'open({str(tmp_path/"go")!r}, "w").close()\nimport time; time.sleep(300)')
-    p = _papermill(nb, tmp_path/'out.ipynb', {**os.environ, **worker.env(0)})
-    t = time.time()
-    while not (tmp_path/'go').exists() and time.time() - t < 60: time.sleep(0.2)
-    forked = [c.pid for c in psutil.Process(worker.procs[0].pid).children()]
+    p, forked = _sleeping(tmp_path, worker, 'go')
     p.terminate(); p.wait(timeout=30)
     assert p.returncode != 0 and all(_gone(pid) for pid in forked)
 
