@@ -657,6 +657,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                             'inscl.warm.WarmWorkers.__enter__': ('run/warm.html#warmworkers.__enter__', 'inscl/warm.py'),
                             'inscl.warm.WarmWorkers.__exit__': ('run/warm.html#warmworkers.__exit__', 'inscl/warm.py'),
                             'inscl.warm.WarmWorkers.__init__': ('run/warm.html#warmworkers.__init__', 'inscl/warm.py'),
+                            'inscl.warm.WarmWorkers._listening': ('run/warm.html#warmworkers._listening', 'inscl/warm.py'),
                             'inscl.warm.WarmWorkers.env': ('run/warm.html#warmworkers.env', 'inscl/warm.py'),
                             'inscl.warm._cold': ('run/warm.html#_cold', 'inscl/warm.py'),
                             'inscl.warm._recv': ('run/warm.html#_recv', 'inscl/warm.py'),

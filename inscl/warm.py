@@ -4,7 +4,7 @@
 
 # %% ../nbs/run/00a_warm.ipynb #9d56b174
 from __future__ import annotations
-import importlib, json, os, select, signal, socket, sys
+import importlib, json, os, select, signal, socket, sys, time
 from pathlib import Path
 
 # %% auto #0
@@ -163,7 +163,13 @@ class WarmWorkers:
             with open(self.dir/f'worker{k}.log', 'w') as log:
                 self.procs.append(subprocess.Popen([sys.executable, '-m', 'inscl.warm', '--serve', str(self.dir/f'worker{k}.sock'), *self.imports],
                                                    env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        self._listening()
         return self
+    def _listening(self, within:float=60):
+        "Wait until every worker listens (it binds before importing, within a second or two), else a cell asking first would start cold."
+        t = time.monotonic()
+        for k, p in enumerate(self.procs):
+            while not (self.dir/f'worker{k}.sock').exists() and p.poll() is None and time.monotonic() - t < within: time.sleep(0.05)
     def env(self, k:int) -> dict:
         "Worker k's variables for a cell's papermill process (none when the worker has died: its cells start cold)."
         if self.procs[k].poll() is not None:
