@@ -61,7 +61,7 @@ def test_fingerprint_checks_this_vendors_digests(tmp_path, monkeypatch, capsys):
     save_json({'by_vendor': {'AuthenticAMD': dict(made_on=made, entries=amd), 'GenuineIntel': dict(made_on=made, entries=intel)}},
               tmp_path/'tests'/'fingerprints.json')
     monkeypatch.setattr(b, 'kit_root', lambda: tmp_path)
-    monkeypatch.setattr(b, 'compute_fingerprints', lambda out, jobs, native: amd)   # this machine computes AMD's digests
+    monkeypatch.setattr(b, 'compute_fingerprints', lambda out, jobs, native, warm: amd)   # this machine computes AMD's digests
     for vendor, rc, says in [('AuthenticAMD', 0, 'all 1 digests equal tests/fingerprints.json for AuthenticAMD'),
                              ('GenuineIntel', 1, 'differs from tests/fingerprints.json for GenuineIntel'),
                              ('HygonGenuine', 1, 'has no digests for this CPU\'s vendor HygonGenuine')]:
