@@ -441,7 +441,7 @@ def run_grid(cells:list[Cell],        # the grid
              timeout:float|None=None, # seconds per cell
              native:bool=False,       # the host's native numerics instead of the pinned ones
              executor=None,           # where cells run: None for this machine (`run_cell`, GPUs shared out by `gpu_slots`), or an object with `run(cell, threads, timeout, native)` such as `inscl.cluster.SlurmExecutor`
-             warm:bool=True,          # on this machine, one warm worker per job that imports once and forks each cell's papermill and kernel (`inscl.warm`)
+             warm:bool=True,          # on this machine, when some job runs two cells or more, one warm worker per job that imports once and forks each cell's papermill and kernel (`inscl.warm`)
             ) -> list[dict]:
     "Run every unfinished cell of `cells` with papermill; return one status row per cell, in grid order."
     from concurrent.futures import ThreadPoolExecutor, wait, FIRST_COMPLETED
@@ -459,7 +459,7 @@ def run_grid(cells:list[Cell],        # the grid
     def start(c:Cell, k:int):
         if executor is None: return ex.submit(run_cell, c, threads, timeout, native, slots[k], workers.env(k) if workers else None)
         return ex.submit(executor.run, c, threads, timeout, native)
-    local = executor is None and warm and todo
+    local = executor is None and warm and len(todo) > jobs   # a worker's imports pay back from its second cell on
     workers = WarmWorkers([cell_env(cell_threads(threads, native), native, g) for g in slots]) if local else None
     with (workers or nullcontext()), ThreadPoolExecutor(jobs) as ex:
         try:

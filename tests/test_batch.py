@@ -38,8 +38,12 @@ def test_prepare_plans_every_order(kit):
         for s in plan['stages']:
             assert sum(s['budget'].values()) == s['total'] == s['n_examples'] == 4*s['stage']
 
-def test_inscl_grid_resumes_and_reports_failures(kit, capsys):
+def test_inscl_grid_resumes_and_reports_failures(kit, capsys, monkeypatch):
     "Papermill cells, two seeds: a broken cell fails alone, named with its notebook; a rerun resumes and writes the verdict tables."
+    import inscl.batch as b
+    warm, run_cell = [], b.run_cell
+    def spy(c, *args): warm.append(args[-1]); return run_cell(c, *args)   # the warm worker's variables each cell got
+    monkeypatch.setattr(b, 'run_cell', spy)
     args = ['inscl', '--preset', 'smoke', '--orders', 'curriculum', '--methods', 'none', 'inscl', '--seeds', '0', '1', '--jobs', '2', '--threads', '1']
     runs = kit/'reports'/'runs'/'inscl'
     bad = runs/'smoke-curriculum-inscl-s0'
@@ -52,8 +56,13 @@ def test_inscl_grid_resumes_and_reports_failures(kit, capsys):
     for rid in ['experts-smoke-s0', 'smoke-curriculum-none-s0']:
         rec = json.loads((runs/rid/'record.json').read_text())
         assert rec['finished'] and rec['params']['preset'] == 'smoke' and rec['versions']['torch'] and (runs/rid/'experiment.ipynb').is_file()
+    # six cells on two jobs: every cell's papermill and kernel were forked by a warm worker, none fell back to a cold start
+    assert len(warm) == 6 and all(w and 'INSCL_WARM' in w for w in warm)
+    logs = list(runs.glob('*/papermill.log'))
+    assert len(logs) == 6 and not [l.parent.name for l in logs if 'inscl.warm:' in l.read_text()]
     (bad/'state.json').unlink()
     assert main(args) == 0
+    assert warm[6:] == [None]                            # one cell left for two jobs: no warm workers, the cell starts cold
     out = capsys.readouterr().out
     assert out.count('done before') == 5 and 'final-stage Relative Gain' in out and 'paired differences' in out
     summ = pd.read_csv(runs/'summary-smoke.csv')
@@ -275,12 +284,12 @@ def test_local_workers_get_their_own_gpus(tmp_path, monkeypatch):
     monkeypatch.setattr(b, 'run_cell', fake_run_cell)
     cells = [Cell('inscl', f'c{i}', {}, tmp_path/f'c{i}') for i in range(4)]
     monkeypatch.setattr(cl, 'visible_gpus', lambda: ['0', '1', '2', '3'])
-    rows = run_grid(cells, jobs=2)
+    rows = run_grid(cells, jobs=2, warm=False)         # run_cell is faked: warm workers would import for nothing
     assert [r['status'] for r in rows] == ['ran'] * 4
     assert {g for _, g, _ in seen} == {'0,2', '1,3'} and max(n for *_, n in seen) == 2   # two disjoint groups, never shared
     seen.clear()
     monkeypatch.setattr(cl, 'visible_gpus', lambda: [])
-    run_grid(cells, jobs=2)
+    run_grid(cells, jobs=2, warm=False)
     assert {g for _, g, _ in seen} == {None}
 
 def test_executor_flags(kit, capsys, monkeypatch):
